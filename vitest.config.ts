@@ -1,0 +1,13 @@
+import { defineConfig } from "vitest/config";
+
+// Unit tests (mocks, pure functions) and tests that drive real Nix, bash and shellcheck
+// run in every `npm test`; the end-to-end tests (real Pulumi engine, real sshd) live in
+// test/e2e and are part of the same run.
+export default defineConfig({
+  test: {
+    include: ["**/*.test.ts"],
+    exclude: ["node_modules/**"],
+    testTimeout: 60_000,
+    hookTimeout: 600_000,
+  },
+});
