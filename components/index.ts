@@ -1,0 +1,4 @@
+export * from "./fleet";
+export * from "./host";
+export * from "./program";
+export * from "./tokens";

@@ -1,0 +1,103 @@
+/**
+ * From parsed stack config to one fully-resolved record per host: built-in role defaults,
+ * then the stack's `roles` settings, then the host's own overrides.
+ */
+import { ConfigError, DEFAULT_TIMEOUTS, ROLES, settingsShape, type FleetConfig, type HostConfig, type Role, type Settings } from "./schema";
+
+export type FullSettings = Required<Settings>;
+export type Timeouts = { readonly [K in keyof typeof DEFAULT_TIMEOUTS]: number };
+
+const CHEZMOI_HOOK = "chezmoi-pre-update.service";
+
+const common: FullSettings = {
+  preUpdateValidation: true,
+  preUpdateHooks: [CHEZMOI_HOOK],
+  requiredHooks: [],
+  hostCanCommitConfig: false,
+  branch: "main",
+  remote: "origin",
+  schedule: "04:00",
+  randomizedDelaySec: "30min",
+};
+
+/** The plan's role defaults: desktops and laptops commit back, servers and Pis are pull-only; all validate and run the chezmoi hook. */
+export const ROLE_DEFAULTS: Readonly<Record<Role, FullSettings>> = {
+  desktop: { ...common, hostCanCommitConfig: true },
+  laptop: { ...common, hostCanCommitConfig: true },
+  server: { ...common },
+  pi: { ...common, schedule: "Sun 04:00" },
+};
+
+export interface ResolvedHost {
+  readonly name: string;
+  readonly role: Role;
+  readonly address: string;
+  readonly port: number;
+  readonly user: string;
+  readonly hostKey?: string;
+  readonly configPath: string;
+  readonly configOwner: string;
+  readonly stateDir: string;
+  /** The role file's values (built-in defaults + stack `roles`), rendered as `lib.mkDefault`. */
+  readonly roleSettings: FullSettings;
+  /** Only what the host sets itself, rendered at normal priority. */
+  readonly overrides: Settings;
+  /** What the host ends up with: role settings, then overrides. */
+  readonly settings: FullSettings;
+}
+
+export interface ResolvedFleet {
+  readonly hosts: readonly ResolvedHost[];
+  readonly timeouts: Timeouts;
+}
+
+const SETTING_KEYS = Object.keys(settingsShape) as (keyof Settings)[];
+
+function pickSettings(from: Settings): Settings {
+  const out: Record<string, unknown> = {};
+  for (const key of SETTING_KEYS) if (from[key] !== undefined) out[key] = from[key];
+  return out as Settings;
+}
+
+export function roleSettings(cfg: FleetConfig, role: Role): FullSettings {
+  return { ...ROLE_DEFAULTS[role], ...pickSettings(cfg.roles?.[role] ?? {}) };
+}
+
+function resolveHost(cfg: FleetConfig, host: HostConfig): ResolvedHost {
+  const user = host.user ?? "root";
+  const role = roleSettings(cfg, host.role);
+  const overrides = pickSettings(host);
+  return {
+    name: host.name,
+    role: host.role,
+    address: host.address,
+    port: host.port ?? 22,
+    user,
+    hostKey: host.hostKey,
+    configPath: host.configPath,
+    configOwner: host.configOwner ?? user,
+    stateDir: host.stateDir ?? "/var/lib/auto-upgrade",
+    roleSettings: role,
+    overrides,
+    settings: { ...role, ...overrides },
+  };
+}
+
+/** Resolves every host; cross-field rules that need the merged settings are checked here. */
+export function resolveFleet(cfg: FleetConfig): ResolvedFleet {
+  const hosts = cfg.hosts.map((h) => resolveHost(cfg, h));
+  const issues: string[] = [];
+  hosts.forEach((h, i) => {
+    const missing = h.settings.requiredHooks.filter((u) => !h.settings.preUpdateHooks.includes(u));
+    if (missing.length > 0) {
+      issues.push(`nixfleet:hosts[${i}].requiredHooks: ${missing.map((u) => JSON.stringify(u)).join(", ")} not in the host's preUpdateHooks; allowed: a subset of [${h.settings.preUpdateHooks.join(", ")}]`);
+    }
+  });
+  for (const role of ROLES) {
+    const s = cfg.roles?.[role];
+    const missing = (s?.requiredHooks ?? []).filter((u) => !roleSettings(cfg, role).preUpdateHooks.includes(u));
+    if (missing.length > 0) issues.push(`nixfleet:roles.${role}.requiredHooks: ${missing.join(", ")} not in the role's preUpdateHooks`);
+  }
+  if (issues.length > 0) throw new ConfigError(issues);
+  return { hosts, timeouts: { ...DEFAULT_TIMEOUTS, ...cfg.timeouts } };
+}

@@ -1,0 +1,180 @@
+/**
+ * The stack config schema: the one place that says what `nixfleet:*` config may hold.
+ * The Pulumi program and `nixfleet render` both parse through `parseFleetConfig`, once,
+ * before anything is created or written. Every check here is about data reaching Nix and
+ * shell as data: the printer and the quoting make values safe, the schema makes them *sane*.
+ */
+import { z } from "zod";
+
+/** The roles nixfleet knows, each with built-in defaults (see `ROLE_DEFAULTS`). */
+export const ROLES = ["desktop", "laptop", "server", "pi"] as const;
+export type Role = (typeof ROLES)[number];
+
+const UNIT_SUFFIXES = ["service", "socket", "target", "timer", "path", "mount", "slice", "scope"];
+// systemd.unit(5): letters, digits and ":-_.\" plus one "@" for templates, at most 255 chars.
+const UNIT_NAME = new RegExp(`^[A-Za-z0-9:_.\\\\-]+(@[A-Za-z0-9:_.\\\\-]*)?\\.(${UNIT_SUFFIXES.join("|")})$`);
+// RFC 1123 label; a host's name is also its flake attribute and folder name.
+const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6 = /^[0-9A-Fa-f:.]+$/;
+const UNIX_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+const HOST_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}$/;
+// A calendar expression reaches systemd as data; this keeps it to the characters systemd.time(7) uses.
+const CALENDAR = /^[A-Za-z0-9*:,./~ -]{1,100}$/;
+const DURATION = /^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|w)?( ?[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|w))*$/;
+
+/** git-check-ref-format(1) rules for a branch name, plus no leading "-" (option injection). */
+export function branchProblem(name: string): string | undefined {
+  if (name.length === 0 || name.length > 200) return "must be 1 to 200 characters";
+  if (name.startsWith("-")) return "must not start with '-'";
+  if (/[\x00-\x20\x7f~^:?*[\\]/.test(name)) return "must not contain spaces, control characters or any of ~ ^ : ? * [ \\";
+  if (name.includes("..") || name.includes("//") || name.includes("@{")) return "must not contain '..', '//' or '@{'";
+  if (name === "@" || name.startsWith("/") || name.endsWith("/") || name.endsWith(".")) return "must not be '@' or start/end with '/' or end with '.'";
+  if (name.split("/").some((part) => part.startsWith(".") || part.endsWith(".lock"))) return "no path component may start with '.' or end with '.lock'";
+  return undefined;
+}
+
+/** An absolute path with no "..": it is copied to, built from and committed in on the host. */
+export function pathProblem(p: string): string | undefined {
+  if (!p.startsWith("/")) return "must be an absolute path (start with '/')";
+  if (/[\x00-\x1f\x7f]/.test(p)) return "must not contain control characters";
+  if (p.split("/").some((seg) => seg === "..")) return "must not contain '..'";
+  if (p.length > 1 && p.endsWith("/")) return "must not end with '/'";
+  return undefined;
+}
+
+// `pulumi config set --path k true` stores a YAML boolean; a quoted "true" is a mistake worth naming.
+const bool = () => z.boolean({ error: "must be true or false (a boolean, not a string)" });
+
+const unitName = z.string().refine((s) => s.length <= 255 && UNIT_NAME.test(s), {
+  error: (iss) =>
+    `${JSON.stringify(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
+});
+
+const withProblem = (problem: (s: string) => string | undefined) =>
+  z.string().superRefine((s, ctx) => {
+    const why = problem(s);
+    if (why) ctx.addIssue({ code: "custom", message: `${JSON.stringify(s)}: ${why}` });
+  });
+
+const pattern = (re: RegExp, allowed: string) =>
+  z.string().refine((s) => re.test(s), { error: (iss) => `${JSON.stringify(iss.input)} is not allowed; ${allowed}` });
+
+/** The upgrade settings a role sets and a host may override. All optional here; defaults come from the role. */
+export const settingsShape = {
+  /** Build the new system before switching; a failed build deploys nothing. */
+  preUpdateValidation: bool().optional(),
+  /** systemd units started, in order, before the upgrade. */
+  preUpdateHooks: z.array(unitName).optional(),
+  /** Hooks that must exist on the host; a missing one fails the upgrade instead of warning. */
+  requiredHooks: z.array(unitName).optional(),
+  /** The host commits and pushes its local config changes after a successful switch. */
+  hostCanCommitConfig: bool().optional(),
+  /** Branch pulled (timer) and pushed (commit-back). */
+  branch: withProblem(branchProblem).optional(),
+  /** Git remote name. */
+  remote: pattern(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "allowed: a git remote name of letters, digits and ._-").optional(),
+  /** systemd calendar expression for the timer. */
+  schedule: pattern(CALENDAR, "allowed: a systemd calendar expression such as \"04:00\" or \"Sun *-*-* 03:00\"").optional(),
+  /** systemd time span spread added to the timer. */
+  randomizedDelaySec: pattern(DURATION, "allowed: a systemd time span such as \"30min\" or \"0\"").optional(),
+};
+
+const settings = z.strictObject(settingsShape);
+export type Settings = z.infer<typeof settings>;
+
+const host = z.strictObject({
+  /** The host's name: its flake attribute (`nixosConfigurations.<name>`) and folder. */
+  name: pattern(HOST_LABEL, "allowed: an RFC 1123 label: lowercase letters, digits and '-', 1 to 63 characters, not starting or ending with '-'"),
+  /** Where SSH connects: an RFC 1123 hostname or an IP address. */
+  address: z.string().refine(
+    (s) => IPV4.test(s) || (s.includes(":") && IPV6.test(s)) || (s.length <= 253 && s.split(".").every((l) => HOST_LABEL.test(l.toLowerCase()))),
+    { error: (iss) => `${JSON.stringify(iss.input)} is not allowed; allowed: an RFC 1123 hostname or an IPv4/IPv6 address` },
+  ),
+  port: z.number({ error: "must be a port number from 1 to 65535" }).int().min(1).max(65535).optional(),
+  /** SSH user; commands that need root run through passwordless sudo when it is not root. */
+  user: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
+  /** The host's SSH public key in authorized_keys format; without it the connection is not authenticated. */
+  hostKey: pattern(HOST_KEY, "allowed: one public key in authorized_keys format without comment, e.g. \"ssh-ed25519 AAAA…\"").optional(),
+  role: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }),
+  /** The nix-config checkout on the host. */
+  configPath: withProblem(pathProblem),
+  /** Owner of the checkout; git runs as this user. Defaults to the SSH user. */
+  configOwner: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
+  /** Where the status record and the validated out-link live on the host. Defaults to /var/lib/auto-upgrade. */
+  stateDir: withProblem(pathProblem).optional(),
+  ...settingsShape,
+});
+export type HostConfig = z.infer<typeof host>;
+
+const seconds = z.number({ error: "must be a whole number of seconds from 1 to 86400" }).int().min(1).max(86_400);
+
+/** Limits for the remote steps; the command provider ignores customTimeouts, so each step runs under `timeout`. */
+export const DEFAULT_TIMEOUTS = { copy: 120, hooks: 900, validate: 3600, switch: 900, commit: 300 } as const;
+
+const fleetObject = z.strictObject({
+  roles: z.partialRecord(z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }), settings).optional(),
+  hosts: z.array(host).min(1, { error: "list at least one host" }),
+  timeouts: z.strictObject({
+    copy: seconds.optional(),
+    hooks: seconds.optional(),
+    validate: seconds.optional(),
+    switch: seconds.optional(),
+    commit: seconds.optional(),
+  }).optional(),
+});
+
+export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
+  const seen = new Map<string, number>();
+  cfg.hosts.forEach((h, i) => {
+    const first = seen.get(h.name);
+    if (first !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["hosts", i, "name"], message: `${JSON.stringify(h.name)} is already hosts[${first}].name; host names must be unique` });
+    }
+    seen.set(h.name, i);
+  });
+});
+export type FleetConfig = z.infer<typeof fleetConfigSchema>;
+
+/** Thrown for invalid stack config; `issues` are lines like `nixfleet:hosts[2].preUpdateHooks[0]: …`. */
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`invalid nixfleet stack config:\n  ${issues.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** `["hosts", 2, "preUpdateHooks", 0]` → `nixfleet:hosts[2].preUpdateHooks[0]`, the key `pulumi config set --path` takes. */
+export function configKeyPath(path: readonly PropertyKey[]): string {
+  let out = "nixfleet";
+  path.forEach((seg, i) => {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else out += i === 0 ? `:${String(seg)}` : `.${String(seg)}`;
+  });
+  return out;
+}
+
+/** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
+export function parseFleetConfig(raw: unknown): FleetConfig {
+  const result = fleetConfigSchema.safeParse(raw, { reportInput: true });
+  if (result.success) return result.data;
+  throw new ConfigError(result.error.issues.map((iss) => issueLine(iss)));
+}
+
+function allowedKeys(path: readonly PropertyKey[]): string[] {
+  if (path.length === 0) return Object.keys(fleetObject.shape);
+  if (path[0] === "hosts") return Object.keys(host.shape);
+  if (path[0] === "timeouts") return Object.keys(DEFAULT_TIMEOUTS);
+  return Object.keys(settingsShape);
+}
+
+function issueLine(iss: z.core.$ZodIssue): string {
+  if (iss.code === "unrecognized_keys") {
+    const unknown = iss.keys.map((k) => JSON.stringify(k)).join(", ");
+    return `${configKeyPath(iss.path)}: unknown key(s) ${unknown}; allowed: ${allowedKeys(iss.path).join(", ")}`;
+  }
+  if (iss.code === "invalid_type" && iss.input === undefined && iss.path.length > 0) {
+    return `${configKeyPath(iss.path)}: is required`;
+  }
+  return `${configKeyPath(iss.path)}: ${iss.message}`;
+}
