@@ -1,0 +1,210 @@
+// End-to-end test of the SIMULATED fleet: real sshd, real ssh, real git, real nix build and nix-env.
+import { promises as fs, existsSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  currentSystem,
+  type Fleet,
+  type FleetHost,
+  hookLog,
+  journal,
+  originLog,
+  run,
+  sshExec,
+  startFleet,
+  systemctlLog,
+} from "./fleet";
+
+const HOSTS = [
+  { name: "malphas", role: "desktop" as const },
+  { name: "pi", role: "pi" as const },
+];
+
+let root: string;
+let fleet: Fleet;
+let malphas: FleetHost;
+let pi: FleetHost;
+let coldMs = 0;
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const ssh = (host: FleetHost, cmd: string) => sshExec(fleet, host, cmd);
+
+async function commitOnHost(host: FleetHost, file: string, text: string, message: string) {
+  await fs.writeFile(path.join(host.checkout, file), text);
+  const r = await ssh(host, `cd ${q(host.checkout)} && git add ${q(file)} && git commit -q -m ${q(message)}`);
+  expect(r.code, r.stderr).toBe(0);
+}
+
+beforeAll(async () => {
+  root = await fs.mkdtemp(path.join(os.tmpdir(), "nixfleet-fleet-test-"));
+  const t0 = Date.now();
+  fleet = await startFleet({ root, hosts: HOSTS, basePort: 20000 + Math.floor(Math.random() * 20000) });
+  coldMs = Date.now() - t0;
+  [malphas, pi] = fleet.hosts;
+});
+
+afterAll(async () => {
+  await fleet?.stop();
+  if (root) await fs.rm(root, { recursive: true, force: true });
+});
+
+describe("simulated fleet", () => {
+  it("starts the hosts with state, keys and an installed system", async () => {
+    expect(fleet.hosts.map((h) => [h.name, h.role, h.address, h.user])).toEqual([
+      ["malphas", "desktop", "127.0.0.1", "root"],
+      ["pi", "pi", "127.0.0.1", "root"],
+    ]);
+    expect(malphas.port).not.toBe(pi.port);
+    expect(malphas.stateDir).toBe(`${malphas.simRoot}/var/lib/auto-upgrade`);
+    expect(malphas.profile).toBe(`${malphas.simRoot}/nix/var/nix/profiles/system`);
+    expect(malphas.hostKey).toMatch(/^ssh-ed25519 [A-Za-z0-9+/=]+$/);
+    expect(fleet.privateKey).toMatch(/^-----BEGIN OPENSSH PRIVATE KEY-----/);
+    expect(await currentSystem(malphas)).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-malphas-nixos-lite$/);
+    expect(await originLog(fleet)).toEqual(["Initial nix-config (simulated fleet)"]);
+    expect(coldMs).toBeLessThan(20_000);
+  });
+
+  it("is idempotent and fast on a second start with the same root", async () => {
+    const t0 = Date.now();
+    const again = await startFleet({ root, hosts: HOSTS });
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(again.hosts).toEqual(fleet.hosts);
+    expect(again.privateKey).toBe(fleet.privateKey);
+  });
+
+  it("gives ssh sessions the SetEnv variables and the shims first on PATH", async () => {
+    const r = await ssh(malphas, "env; command -v nh systemctl logger");
+    expect(r.code, r.stderr).toBe(0);
+    const env = Object.fromEntries(
+      r.stdout.split("\n").filter((l) => l.includes("=")).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    expect(env.NIXFLEET_SIM_ROOT).toBe(malphas.simRoot);
+    expect(env.AUTO_UPGRADE_PROFILE).toBe(malphas.profile);
+    expect(env.AUTO_UPGRADE_STATE_DIR).toBe(malphas.stateDir);
+    expect(env.PATH.split(":")[0]).toBe(path.join(root, "shims"));
+    for (const tool of ["nh", "systemctl", "logger"]) expect(r.stdout).toContain(`${root}/shims/${tool}\n`);
+    const other = await ssh(pi, "echo $NIXFLEET_SIM_ROOT");
+    expect(other.stdout.trim()).toBe(pi.simRoot);
+  });
+
+  it("publishes the host key that ssh-keyscan sees", async () => {
+    for (const h of fleet.hosts) {
+      const r = await run("ssh-keyscan", ["-t", "ed25519", "-p", String(h.port), h.address]);
+      const line = r.stdout.split("\n").find((l) => l.includes("ssh-ed25519"));
+      expect(line?.split(" ").slice(1).join(" ")).toBe(h.hostKey);
+    }
+  });
+
+  it("nh refuses to run as root without -R, like real nh", async () => {
+    const r = await ssh(malphas, `nh os build -H malphas -o /tmp/never ${q(malphas.checkout)}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("Don't run nh os as root. I will call sudo internally as needed");
+  });
+
+  it("nh -R builds a real store path; untracked files are invisible, tracked edits are not", async () => {
+    const link = `${malphas.stateDir}/validated`;
+    const build = () => ssh(malphas, `nh os build -R -H malphas -o ${q(link)} ${q(malphas.checkout)} && readlink ${q(link)}`);
+    const r = await build();
+    expect(r.code, r.stderr).toBe(0);
+    const out = r.stdout.trim();
+    expect(out).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-malphas-nixos-lite$/);
+    expect(existsSync(`${out}/bin/switch-to-configuration`)).toBe(true);
+    expect(r.stderr).toContain("> Building NixOS configuration");
+
+    // An untracked nixfleet.nix (here: not even valid Nix) is not part of the flake.
+    const extra = path.join(malphas.checkout, "hosts/malphas/nixfleet.nix");
+    await fs.writeFile(extra, "{ this is not nix");
+    const untracked = await build();
+    expect(untracked.code, untracked.stderr).toBe(0);
+    expect(untracked.stdout.trim()).toBe(out);
+    // Once tracked (staged, not committed), Nix sees it.
+    await run("git", ["-C", malphas.checkout, "add", "hosts/malphas/nixfleet.nix"]);
+    const tracked = await build();
+    expect(tracked.code).toBe(1);
+    expect(tracked.stderr).toMatch(/syntax error/);
+    await run("git", ["-C", malphas.checkout, "rm", "-q", "--cached", "hosts/malphas/nixfleet.nix"]);
+    await fs.rm(extra);
+  });
+
+  it("nix-env --set on the profile + switch-to-configuration moves the current system", async () => {
+    const before = await currentSystem(malphas);
+    await commitOnHost(
+      malphas,
+      "hosts/malphas/extra.nix",
+      '{ ... }: { systemd.services."hello".script = "echo hello"; }\n',
+      "malphas: add hello unit",
+    );
+    const conf = path.join(malphas.checkout, "hosts/malphas/configuration.nix");
+    const text = await fs.readFile(conf, "utf8");
+    await commitOnHost(
+      malphas,
+      "hosts/malphas/configuration.nix",
+      text.replace("lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix", "[ ./extra.nix ] ++ lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix"),
+      "malphas: import extra.nix",
+    );
+    const link = `${malphas.stateDir}/validated`;
+    const r = await ssh(
+      malphas,
+      [
+        `nh os build -R -H malphas -o ${q(link)} ${q(malphas.checkout)}`,
+        `p=$(readlink ${q(link)})`,
+        `nix-env -p "$AUTO_UPGRADE_PROFILE" --set "$p"`,
+        `"$p/bin/switch-to-configuration" switch`,
+        `echo "$p"`,
+      ].join(" && "),
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const built = r.stdout.trim().split("\n").pop();
+    expect(built).not.toBe(before);
+    expect(await currentSystem(malphas)).toBe(built);
+    expect(await fs.realpath(malphas.profile)).toBe(built);
+    expect((await fs.readdir(path.dirname(malphas.profile))).filter((f) => /^system-\d+-link$/.test(f))).toHaveLength(2);
+    // pi is untouched.
+    expect(await currentSystem(pi)).toMatch(/-nixos-system-pi-nixos-lite$/);
+
+    // The activated system's units are what the systemctl shim knows.
+    const units = await ssh(malphas, "systemctl start hello chezmoi-pre-update.service && logger -t auto-upgrade '=== done ==='");
+    expect(units.code, units.stderr).toBe(0);
+    expect(units.stdout).toBe("hello\n");
+    expect((await hookLog(malphas)).at(-1)).toMatch(/chezmoi-pre-update: dotfiles synced/);
+    expect((await journal(malphas)).at(-1)).toMatch(/^\S+Z auto-upgrade: === done ===$/);
+    expect((await systemctlLog(malphas)).slice(-2)).toEqual([
+      expect.stringMatching(/ start hello\.service ok$/),
+      expect.stringMatching(/ start chezmoi-pre-update\.service ok$/),
+    ]);
+    const missing = await ssh(malphas, "systemctl cat no-such-hook");
+    expect(missing.code).toBe(4);
+    expect(missing.stderr).toContain("No files found for no-such-hook.service.");
+  });
+
+  it("nh os switch -R builds and activates in one go", async () => {
+    const r = await ssh(pi, `nh os switch -R -H pi ${q(pi.checkout)}`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain("> Activating configuration");
+    expect(await currentSystem(pi)).toBe(await fs.realpath(pi.profile));
+  });
+
+  it("a syntax error in a host file fails the build and leaves the host alone", async () => {
+    const before = { system: await currentSystem(malphas), profile: await fs.readlink(malphas.profile) };
+    const validated = await fs.readlink(`${malphas.stateDir}/validated`);
+    await commitOnHost(malphas, "hosts/malphas/extra.nix", "{ ... }: { systemd.services = ; }\n", "malphas: broken");
+    const r = await ssh(malphas, `nh os switch -R -H malphas ${q(malphas.checkout)}`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/syntax error/);
+    expect(r.stderr).toContain("Command exited with status");
+    expect(await currentSystem(malphas)).toBe(before.system);
+    expect(await fs.readlink(malphas.profile)).toBe(before.profile);
+    expect(await fs.readlink(`${malphas.stateDir}/validated`)).toBe(validated);
+  });
+
+  it("stop() kills the sshd processes", async () => {
+    const pids = await Promise.all(
+      fleet.hosts.map(async (h) => Number(await fs.readFile(`${h.simRoot}/run/sshd.pid`, "utf8"))),
+    );
+    await fleet.stop();
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    const r = await ssh(malphas, "true");
+    expect(r.code).toBe(255);
+  });
+});

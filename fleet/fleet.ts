@@ -1,0 +1,582 @@
+// SIMULATION — a NixOS fleet on one machine, for the end-to-end tests and the README demo.
+// Never imported by product code. What is real and what is simulated: see fleet/README.md.
+import { execFile, spawn } from "node:child_process";
+import { promises as fs, existsSync, readFileSync } from "node:fs";
+import * as net from "node:net";
+import * as path from "node:path";
+
+export type FleetRole = "desktop" | "laptop" | "server" | "pi";
+
+export interface FleetHostSpec {
+  readonly name: string;
+  readonly role: FleetRole;
+}
+
+export interface StartFleetOptions {
+  /** Directory holding all fleet state; reused (keys, repos, ports) on a second call. */
+  readonly root: string;
+  /** The hosts. Defaults to malphas (desktop), lilith (laptop), griefling (server), pi (pi). */
+  readonly hosts?: readonly FleetHostSpec[];
+  /** First sshd port; host i gets basePort+i, or the next free port. Defaults to 2221. */
+  readonly basePort?: number;
+  /** Build and activate each host's initial configuration on creation (as an installed machine would
+   *  be). Defaults to true. */
+  readonly install?: boolean;
+}
+
+export interface FleetHost {
+  readonly name: string;
+  readonly role: FleetRole;
+  readonly address: "127.0.0.1";
+  readonly port: number;
+  readonly user: "root";
+  /** The sshd's public host key, authorized_keys format (`ssh-ed25519 AAAA…`), no comment. */
+  readonly hostKey: string;
+  /** Absolute path of the host's nix-config clone (the configPath to use). */
+  readonly checkout: string;
+  /** The host's simulated file system root (its state). */
+  readonly simRoot: string;
+  /** simRoot + "/var/lib/auto-upgrade": what AUTO_UPGRADE_STATE_DIR is. */
+  readonly stateDir: string;
+  /** simRoot + "/nix/var/nix/profiles/system": a real Nix profile. */
+  readonly profile: string;
+}
+
+export interface Fleet {
+  readonly root: string;
+  /** The bare origin repository (stands in for the forge). */
+  readonly originDir: string;
+  readonly clientKeyPath: string;
+  /** The client's private key (OpenSSH PEM), for Pulumi secret config. */
+  readonly privateKey: string;
+  /** known_hosts for all hosts (`[127.0.0.1]:PORT ssh-ed25519 …`). */
+  readonly knownHostsPath: string;
+  readonly hosts: FleetHost[];
+  stop(): Promise<void>;
+}
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
+  { name: "malphas", role: "desktop" },
+  { name: "lilith", role: "laptop" },
+  { name: "griefling", role: "server" },
+  { name: "pi", role: "pi" },
+];
+
+const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];
+const SSHD = "/usr/sbin/sshd";
+const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const SHIMS_SRC = path.join(__dirname, "shims");
+/** The stand-in module system (test/nixos-lite), vendored into the flake at fleet creation. */
+const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
+export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
+
+interface FleetState {
+  version: 1;
+  hosts: { name: string; role: FleetRole; port: number }[];
+}
+
+/** Runs a program; never throws for a non-zero exit. */
+export function run(
+  file: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args as string[],
+      { cwd: opts.cwd, env: opts.env ?? process.env, maxBuffer: 64 * 1024 * 1024, timeout: opts.timeoutMs ?? 0 },
+      (err, stdout, stderr) => {
+        if (err && typeof (err as NodeJS.ErrnoException).code === "string") {
+          reject(new Error(`${file}: ${err.message}`));
+          return;
+        }
+        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
+        resolve({ code: typeof code === "number" ? code : 1, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+async function must(file: string, args: readonly string[], opts: Parameters<typeof run>[2] = {}): Promise<string> {
+  const r = await run(file, args, opts);
+  if (r.code !== 0) {
+    throw new Error(`${file} ${args.join(" ")} failed (exit ${r.code}):\n${r.stderr}${r.stdout}`);
+  }
+  return r.stdout;
+}
+
+function validateSpecs(specs: readonly FleetHostSpec[]): void {
+  const seen = new Set<string>();
+  for (const h of specs) {
+    if (!/^[a-z][a-z0-9-]{0,62}$/.test(h.name)) {
+      throw new Error(`fleet host name ${JSON.stringify(h.name)}: use lowercase letters, digits and '-'`);
+    }
+    if (!ROLES.includes(h.role)) {
+      throw new Error(`fleet host ${h.name}: role ${JSON.stringify(h.role)} is not one of ${ROLES.join(", ")}`);
+    }
+    if (seen.has(h.name)) throw new Error(`fleet host ${h.name} is listed twice`);
+    seen.add(h.name);
+  }
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The pid of the host's sshd if it runs with this host's config, else null. */
+function runningSshd(simRoot: string): number | null {
+  const pidFile = path.join(simRoot, "run", "sshd.pid");
+  if (!existsSync(pidFile)) return null;
+  const pid = Number(readFileSync(pidFile, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return null;
+  try {
+    // sshd rewrites its process title ("sshd: /usr/sbin/sshd -D -f CFG … [listener] …").
+    const cmdline = `${readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ")} `;
+    return cmdline.includes(` -f ${sshdConfigPath(simRoot)} `) ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+const sshdConfigPath = (simRoot: string) => path.join(simRoot, "etc", "ssh", "sshd_config");
+
+async function withLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
+  const lock = path.join(root, ".lock");
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    try {
+      await fs.mkdir(lock);
+      await fs.writeFile(path.join(lock, "pid"), String(process.pid));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      const owner = Number(await fs.readFile(path.join(lock, "pid"), "utf8").catch(() => "0"));
+      if (owner > 0 && !pidAlive(owner)) {
+        await fs.rm(lock, { recursive: true, force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`fleet: ${lock} is held by pid ${owner}`);
+      await sleep(100);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(lock, { recursive: true, force: true });
+  }
+}
+
+function quoteCfg(value: string): string {
+  if (/["\n\r]/.test(value)) throw new Error(`fleet: path ${JSON.stringify(value)} cannot go into sshd_config`);
+  return `"${value}"`;
+}
+
+function sshdConfig(root: string, simRoot: string, port: number): string {
+  const env: Record<string, string> = {
+    NIXFLEET_SIM_ROOT: simRoot,
+    AUTO_UPGRADE_PROFILE: path.join(simRoot, "nix/var/nix/profiles/system"),
+    AUTO_UPGRADE_STATE_DIR: path.join(simRoot, "var/lib/auto-upgrade"),
+    PATH: `${path.join(root, "shims")}:${SYSTEM_PATH}`,
+    // bash sources ~/.bashrc for commands run by sshd only when SHLVL < 2 (bash's SSH_SOURCE_BASHRC
+    // rule); root's home is shared with the real machine and its ~/.bashrc prepends to PATH, so say
+    // "not a top-level shell" to keep PATH exactly as set here.
+    SHLVL: "2",
+  };
+  return [
+    "# SIMULATION: sshd of one nixfleet test host, generated by fleet/fleet.ts",
+    `Port ${port}`,
+    "ListenAddress 127.0.0.1",
+    `HostKey ${quoteCfg(path.join(simRoot, "etc/ssh/ssh_host_ed25519_key"))}`,
+    `PidFile ${quoteCfg(path.join(simRoot, "run/sshd.pid"))}`,
+    "PermitRootLogin prohibit-password",
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    `AuthorizedKeysFile ${quoteCfg(path.join(root, "authorized_keys"))}`,
+    "StrictModes no",
+    "UsePAM no",
+    "PrintMotd no",
+    "LogLevel INFO",
+    "Subsystem sftp internal-sftp",
+    `SetEnv ${Object.entries(env)
+      .map(([k, v]) => quoteCfg(`${k}=${v}`))
+      .join(" ")}`,
+    "",
+  ].join("\n");
+}
+
+function flakeNix(specs: readonly FleetHostSpec[]): string {
+  const hosts = specs
+    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ ./hosts/${h.name}/configuration.nix ]; };`)
+    .join("\n");
+  return `# nix-config of the SIMULATED nixfleet test fleet (fleet/fleet.ts). nixos-lite stands in for nixpkgs.
+{
+  description = "nix-config of the simulated nixfleet fleet";
+
+  outputs = { self }:
+    let
+      lite = import ./nixos-lite;
+      system = "x86_64-linux";
+    in
+    {
+      nixosConfigurations = {
+${hosts}
+      };
+    };
+}
+`;
+}
+
+function configurationNix(h: FleetHostSpec): string {
+  return `# ${h.name} (${h.role}) — a host of the SIMULATED nixfleet fleet.
+{ lib, ... }:
+{
+  imports = lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix;
+
+  networking.hostName = "${h.name}";
+
+  # SIMULATION: stands in for a chezmoi dotfile sync; the fleet's systemctl shim runs \`script\` with bash.
+  systemd.services."chezmoi-pre-update" = {
+    description = "Sync dotfiles with chezmoi before an upgrade (simulated)";
+    serviceConfig.Type = "oneshot";
+    script = ''
+      mkdir -p "$NIXFLEET_SIM_ROOT/log"
+      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) chezmoi-pre-update: dotfiles synced (simulated)" >> "$NIXFLEET_SIM_ROOT/log/hooks.log"
+    '';
+  };
+}
+`;
+}
+
+/** The nixos-lite copied into the flake. */
+export function liteSource(): string {
+  if (!existsSync(path.join(LITE_SRC, "default.nix"))) throw new Error(`fleet: ${LITE_SRC}/default.nix is missing`);
+  return LITE_SRC;
+}
+
+async function createOrigin(root: string, originDir: string, specs: readonly FleetHostSpec[]): Promise<void> {
+  const seed = path.join(root, ".seed");
+  await fs.rm(seed, { recursive: true, force: true });
+  await fs.mkdir(seed, { recursive: true });
+  await fs.writeFile(path.join(seed, "flake.nix"), flakeNix(specs));
+  // A flake without inputs still gets a lock file; commit it so builds never write an untracked one.
+  await fs.writeFile(path.join(seed, "flake.lock"), `${JSON.stringify({ nodes: { root: {} }, root: "root", version: 7 }, null, 2)}\n`);
+  await fs.writeFile(path.join(seed, ".gitignore"), "result\nresult-*\n");
+  await fs.cp(liteSource(), path.join(seed, "nixos-lite"), { recursive: true });
+  for (const h of specs) {
+    await fs.mkdir(path.join(seed, "hosts", h.name), { recursive: true });
+    await fs.writeFile(path.join(seed, "hosts", h.name, "configuration.nix"), configurationNix(h));
+  }
+  const git = (args: string[], cwd = seed) => must("git", args, { cwd });
+  await fs.rm(originDir, { recursive: true, force: true });
+  await git(["init", "--bare", "--initial-branch=main", originDir], root);
+  await git(["init", "--initial-branch=main"]);
+  await git(["add", "-A"]);
+  await git(["-c", "user.name=nixfleet-sim", "-c", "user.email=sim@nixfleet.invalid", "commit", "-q", "-m", "Initial nix-config (simulated fleet)"]);
+  await git(["push", "-q", originDir, "main"]);
+  await fs.rm(seed, { recursive: true, force: true });
+}
+
+async function pickPorts(specs: readonly FleetHostSpec[], basePort: number, state: FleetState | null, root: string) {
+  const taken = new Set<number>();
+  const ports: number[] = [];
+  for (const [i, h] of specs.entries()) {
+    const simRoot = path.join(root, "hosts", h.name);
+    const previous = state?.hosts.find((s) => s.name === h.name)?.port;
+    if (previous !== undefined && !taken.has(previous) && (runningSshd(simRoot) !== null || (await portIsFree(previous)))) {
+      ports.push(previous);
+      taken.add(previous);
+      continue;
+    }
+    let p = basePort + i;
+    while (taken.has(p) || !(await portIsFree(p))) p++;
+    ports.push(p);
+    taken.add(p);
+  }
+  return ports;
+}
+
+async function startSshd(simRoot: string): Promise<void> {
+  const cfg = sshdConfigPath(simRoot);
+  const pidFile = path.join(simRoot, "run", "sshd.pid");
+  const logFile = path.join(simRoot, "log", "sshd.log");
+  await fs.rm(pidFile, { force: true });
+  await must(SSHD, ["-t", "-f", cfg]);
+  const child = spawn(SSHD, ["-D", "-f", cfg, "-E", logFile], { detached: true, stdio: "ignore" });
+  child.unref();
+  let exited = false;
+  child.once("exit", () => (exited = true));
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (runningSshd(simRoot) !== null) return;
+    if (exited) break;
+    await sleep(20);
+  }
+  const log = await fs.readFile(logFile, "utf8").catch(() => "");
+  throw new Error(`fleet: sshd for ${simRoot} did not start:\n${log.slice(-2000)}`);
+}
+
+async function stopSshd(simRoot: string): Promise<void> {
+  const pid = runningSshd(simRoot);
+  if (pid === null) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 5_000;
+  while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
+  if (pidAlive(pid)) process.kill(pid, "SIGKILL");
+  await fs.rm(path.join(simRoot, "run", "sshd.pid"), { force: true });
+}
+
+/** The environment a host's sessions get (what its sshd's SetEnv gives), for running shims locally. */
+export function hostEnv(fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir" | "profile">): NodeJS.ProcessEnv {
+  return {
+    HOME: process.env.HOME ?? "/root",
+    USER: "root",
+    LOGNAME: "root",
+    PATH: `${path.join(fleetRoot, "shims")}:${SYSTEM_PATH}`,
+    NIXFLEET_SIM_ROOT: host.simRoot,
+    AUTO_UPGRADE_PROFILE: host.profile,
+    AUTO_UPGRADE_STATE_DIR: host.stateDir,
+  };
+}
+
+function hostPaths(root: string, name: string) {
+  const simRoot = path.join(root, "hosts", name);
+  return {
+    simRoot,
+    checkout: path.join(simRoot, "home", "root", "nix-config"),
+    stateDir: path.join(simRoot, "var", "lib", "auto-upgrade"),
+    profile: path.join(simRoot, "nix", "var", "nix", "profiles", "system"),
+  };
+}
+
+async function setupHost(root: string, originDir: string, spec: FleetHostSpec, install: boolean): Promise<void> {
+  const p = hostPaths(root, spec.name);
+  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles", "home/root"]) {
+    await fs.mkdir(path.join(p.simRoot, d), { recursive: true });
+  }
+  await fs.writeFile(path.join(p.simRoot, "etc", "hostname"), `${spec.name}\n`);
+  const key = path.join(p.simRoot, "etc/ssh/ssh_host_ed25519_key");
+  if (!existsSync(key)) {
+    await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `root@${spec.name}`, "-f", key]);
+  }
+  if (!existsSync(path.join(p.checkout, ".git"))) {
+    await fs.rm(p.checkout, { recursive: true, force: true });
+    await must("git", ["clone", "-q", "--branch", "main", originDir, p.checkout]);
+    await must("git", ["-C", p.checkout, "config", "user.name", `root@${spec.name}`]);
+    await must("git", ["-C", p.checkout, "config", "user.email", `root@${spec.name}.fleet.invalid`]);
+  }
+  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) {
+    // The machine as installed: its configuration built and activated (generation 1 of its profile).
+    await must(path.join(root, "shims", "nh"), ["os", "switch", "-R", "-H", spec.name, p.checkout], {
+      env: hostEnv(root, p),
+      cwd: p.checkout,
+    });
+  }
+}
+
+async function readState(root: string): Promise<FleetState | null> {
+  try {
+    return JSON.parse(await fs.readFile(path.join(root, "fleet.json"), "utf8")) as FleetState;
+  } catch {
+    return null;
+  }
+}
+
+async function hostKeyOf(simRoot: string): Promise<string> {
+  const pub = await fs.readFile(path.join(simRoot, "etc/ssh/ssh_host_ed25519_key.pub"), "utf8");
+  const [type, key] = pub.trim().split(/\s+/);
+  return `${type} ${key}`;
+}
+
+function fleetObject(root: string, hosts: FleetHost[]): Fleet {
+  const clientKeyPath = path.join(root, "client_ed25519");
+  return {
+    root,
+    originDir: path.join(root, "origin.git"),
+    clientKeyPath,
+    privateKey: readFileSync(clientKeyPath, "utf8"),
+    knownHostsPath: path.join(root, "known_hosts"),
+    hosts,
+    stop: () => stopFleet(root),
+  };
+}
+
+/** Starts (or reuses) a simulated fleet under `opts.root`. */
+export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
+  const root = path.resolve(opts.root);
+  const specs = opts.hosts ?? DEFAULT_HOSTS;
+  validateSpecs(specs);
+  await fs.mkdir(root, { recursive: true });
+  return withLock(root, async () => {
+    const state = await readState(root);
+    if (state) {
+      const want = specs.map((h) => `${h.name}:${h.role}`).join(",");
+      const have = state.hosts.map((h) => `${h.name}:${h.role}`).join(",");
+      if (want !== have) {
+        throw new Error(`fleet at ${root} has hosts ${have}, asked for ${want}: use another root or delete it`);
+      }
+    }
+    await fs.mkdir("/run/sshd", { recursive: true }); // sshd's privilege separation directory
+
+    // Shims: always refreshed, so edits in fleet/shims reach an existing fleet.
+    const shims = path.join(root, "shims");
+    await fs.mkdir(shims, { recursive: true });
+    for (const f of await fs.readdir(SHIMS_SRC)) {
+      await fs.copyFile(path.join(SHIMS_SRC, f), path.join(shims, f));
+      await fs.chmod(path.join(shims, f), 0o755);
+    }
+
+    const clientKey = path.join(root, "client_ed25519");
+    if (!existsSync(clientKey)) {
+      await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "nixfleet-sim-client", "-f", clientKey]);
+    }
+    await fs.copyFile(`${clientKey}.pub`, path.join(root, "authorized_keys"));
+
+    const originDir = path.join(root, "origin.git");
+    if (!state || !existsSync(path.join(originDir, "HEAD"))) await createOrigin(root, originDir, specs);
+
+    const ports = await pickPorts(specs, opts.basePort ?? 2221, state, root);
+    await Promise.all(specs.map((h) => setupHost(root, originDir, h, opts.install ?? true)));
+
+    const hosts: FleetHost[] = [];
+    for (const [i, spec] of specs.entries()) {
+      const p = hostPaths(root, spec.name);
+      const cfgPath = sshdConfigPath(p.simRoot);
+      const cfg = sshdConfig(root, p.simRoot, ports[i]);
+      const old = await fs.readFile(cfgPath, "utf8").catch(() => "");
+      if (old !== cfg) {
+        await stopSshd(p.simRoot);
+        await fs.writeFile(cfgPath, cfg);
+      }
+      hosts.push({
+        name: spec.name,
+        role: spec.role,
+        address: "127.0.0.1",
+        port: ports[i],
+        user: "root",
+        hostKey: await hostKeyOf(p.simRoot),
+        ...p,
+      });
+    }
+    await Promise.all(hosts.map((h) => (runningSshd(h.simRoot) === null ? startSshd(h.simRoot) : undefined)));
+
+    await fs.writeFile(
+      path.join(root, "known_hosts"),
+      hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""),
+    );
+    const newState: FleetState = { version: 1, hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port })) };
+    await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
+    return fleetObject(root, hosts);
+  });
+}
+
+/** Stops every sshd of the fleet under `root` (state is kept; startFleet reuses it). */
+export async function stopFleet(root: string): Promise<void> {
+  const state = await readState(path.resolve(root));
+  if (!state) return;
+  await Promise.all(state.hosts.map((h) => stopSshd(hostPaths(path.resolve(root), h.name).simRoot)));
+}
+
+/** The fleet under `root` as it is now, without starting anything; null if there is none. */
+export async function fleetStatus(root: string): Promise<(FleetHost & { running: boolean })[] | null> {
+  const abs = path.resolve(root);
+  const state = await readState(abs);
+  if (!state) return null;
+  return Promise.all(
+    state.hosts.map(async (h) => {
+      const p = hostPaths(abs, h.name);
+      return {
+        name: h.name,
+        role: h.role,
+        address: "127.0.0.1" as const,
+        port: h.port,
+        user: "root" as const,
+        hostKey: await hostKeyOf(p.simRoot),
+        ...p,
+        running: runningSshd(p.simRoot) !== null,
+      };
+    }),
+  );
+}
+
+/** ssh options that trust exactly the fleet's host keys and use the fleet's client key. */
+export function sshArgs(fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): string[] {
+  return [
+    "-F", "/dev/null",
+    "-i", fleet.clientKeyPath,
+    "-o", "IdentitiesOnly=yes",
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=yes",
+    "-o", `UserKnownHostsFile=${fleet.knownHostsPath}`,
+    "-o", "GlobalKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=10",
+    "-p", String(host.port),
+    `${host.user}@${host.address}`,
+  ];
+}
+
+/** Runs `command` on the host with the real ssh client (the remote shell parses it). */
+export function sshExec(
+  fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">,
+  host: FleetHost,
+  command: string,
+  opts: { input?: string; timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  return run("ssh", [...sshArgs(fleet, host), "--", command], { input: opts.input ?? "", timeoutMs: opts.timeoutMs });
+}
+
+/** The store path the host's run/current-system points at, or null before any activation. */
+export async function currentSystem(host: Pick<FleetHost, "simRoot">): Promise<string | null> {
+  try {
+    return await fs.readlink(path.join(host.simRoot, "run", "current-system"));
+  } catch {
+    return null;
+  }
+}
+
+async function lines(file: string): Promise<string[]> {
+  try {
+    return (await fs.readFile(file, "utf8")).split("\n").filter((l) => l !== "");
+  } catch {
+    return [];
+  }
+}
+
+/** Lines the simulated `logger` wrote on the host: "<time> <tag>: <message>". */
+export const journal = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "journal.log"));
+/** Lines the simulated hooks (e.g. chezmoi-pre-update) wrote on the host. */
+export const hookLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "hooks.log"));
+/** Lines the simulated `systemctl` wrote on the host: "<time> start UNIT ok|failed|not-found". */
+export const systemctlLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "systemctl.log"));
+
+/** Subject lines of origin's main, newest first. */
+export async function originLog(fleet: Pick<Fleet, "originDir">): Promise<string[]> {
+  const out = await must("git", ["--git-dir", fleet.originDir, "log", "--format=%s", "main"]);
+  return out.split("\n").filter((l) => l !== "");
+}
