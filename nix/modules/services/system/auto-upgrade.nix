@@ -1,0 +1,232 @@
+# nixfleet auto-upgrade — safe, validated NixOS upgrades from a nix-config checkout.
+#
+# What it does: a systemd timer (`auto-upgrade.timer`) starts `auto-upgrade.service`, which runs
+# `auto-upgrade run` from the script next to this file (./auto-upgrade.sh, packaged with
+# pkgs.writeShellApplication). The workflow, in order:
+#
+#   1. pre-update hooks: start each unit of `preUpdateHooks` in order (`systemctl start`), e.g.
+#      `chezmoi-pre-update.service` to sync dotfiles. A missing hook is a warning, unless it is
+#      listed in `requiredHooks`, then the run fails before anything changes.
+#   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
+#   3. validate (`preUpdateValidation`): `nh os build` of `nixosConfigurations.<flakeHost>`; the
+#      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
+#   4. switch to exactly that validated store path (never a fresh evaluation).
+#   5. commit-back (`hostCanCommitConfig`): commit and push local changes of the checkout
+#      (e.g. an updated flake.lock); a failed push is a warning.
+#
+# The three options added by nixfleet: `preUpdateValidation` (validate before switching, default
+# on), `preUpdateHooks` (units started before the update, in order) and `hostCanCommitConfig`
+# (commit-back, default off).
+#
+# Push mode and pull mode share the script: in pull mode this module's timer runs `auto-upgrade run`
+# with the settings below passed as AUTO_UPGRADE_* environment variables; in push mode nixfleet
+# (Pulumi) runs `bash <checkout>/modules/services/system/auto-upgrade.sh <step>` with the same
+# variables, step by step. The settings are data in `environment`, never spliced into shell text.
+#
+# This file is static source shipped verbatim to every host; it holds no user values. A host's
+# values live in `roles/form-<role>.nix` (lib.mkDefault) and `hosts/<host>/nixfleet.nix`.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.myModules.services.system.autoUpgrade;
+
+  inherit (lib)
+    mkOption mkEnableOption mkIf types
+    concatStringsSep boolToString subtractLists hasPrefix filter;
+
+  script = pkgs.writeShellApplication {
+    name = "auto-upgrade";
+    runtimeInputs = with pkgs; [ coreutils git jq nh nix util-linux systemd ];
+    text = builtins.readFile ./auto-upgrade.sh;
+  };
+
+  # systemd unit names: prefix[@instance].type (same rule as auto-upgrade.sh's UNIT_RE).
+  unitNameRegex = "[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)";
+  isUnitName = name: builtins.match unitNameRegex name != null;
+
+  badHooks = filter (h: !(isUnitName h)) cfg.preUpdateHooks;
+  missingRequired = subtractLists cfg.preUpdateHooks cfg.requiredHooks;
+  # absolute, and no `..` path component
+  isCleanAbsolute = p: hasPrefix "/" p && builtins.match "(.*/)?\\.\\.(/.*)?" p == null;
+  quoteList = xs: concatStringsSep ", " (map (x: "\"${x}\"") xs);
+in
+{
+  options.myModules.services.system.autoUpgrade = {
+    enable = mkEnableOption "nixfleet's validated automatic upgrades (timer + `auto-upgrade` service)";
+
+    configPath = mkOption {
+      type = types.str;
+      example = "/home/alice/nix-config";
+      description = ''
+        Absolute path of the host's nix-config checkout (a git clone of the flake). `git pull`,
+        validation and commit-back run there. Must be absolute and must not contain `..`.
+      '';
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "root";
+      example = "alice";
+      description = ''
+        Owner of the checkout at `configPath`. git runs as this user, so root never trips over
+        "dubious ownership" and never leaves root-owned files in a user's checkout.
+      '';
+    };
+
+    flakeHost = mkOption {
+      type = types.str;
+      default = config.networking.hostName;
+      defaultText = lib.literalExpression "config.networking.hostName";
+      example = "workstation";
+      description = "Name of the `nixosConfigurations.<name>` output to build and switch to.";
+    };
+
+    remote = mkOption {
+      type = types.str;
+      default = "origin";
+      example = "upstream";
+      description = "git remote that `git pull` and commit-back use.";
+    };
+
+    branch = mkOption {
+      type = types.str;
+      default = "main";
+      example = "stable";
+      description = "Branch that `git pull` and commit-back use.";
+    };
+
+    schedule = mkOption {
+      type = types.str;
+      default = "04:00";
+      example = "Sat *-*-* 03:30:00";
+      description = ''
+        When the timer runs, as a systemd calendar expression (`OnCalendar=`, see
+        {manpage}`systemd.time(7)`). Missed runs happen at next boot (`Persistent=true`).
+      '';
+    };
+
+    randomizedDelaySec = mkOption {
+      type = types.str;
+      default = "30min";
+      example = "0";
+      description = ''
+        Random delay added to each run (`RandomizedDelaySec=`), so a fleet does not pull and build
+        at the same second. A systemd time span, e.g. `"45min"`; `"0"` disables it.
+      '';
+    };
+
+    preUpdateValidation = mkOption {
+      type = types.bool;
+      default = true;
+      example = false;
+      description = ''
+        Build the new system (`nh os build`) before switching, keep that build GC-rooted under
+        `stateDir`, and switch to exactly that store path. A failed build leaves the host unchanged.
+      '';
+    };
+
+    preUpdateHooks = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "chezmoi-pre-update.service" ];
+      description = ''
+        systemd units started, in this order, before the update (e.g. syncing dotfiles). The
+        service is also ordered `After=` and `Wants=` them. A hook unit that does not exist is a
+        warning unless it is listed in `requiredHooks`.
+      '';
+    };
+
+    requiredHooks = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "chezmoi-pre-update.service" ];
+      description = ''
+        Hooks that must exist and succeed: the update stops before changing anything if one of
+        them is missing. Every entry must also be listed in `preUpdateHooks`.
+      '';
+    };
+
+    hostCanCommitConfig = mkOption {
+      type = types.bool;
+      default = false;
+      example = true;
+      description = ''
+        After a successful switch, commit local changes of the checkout and push them to
+        `remote`/`branch` (commit-back). A failed push is a warning, not a failed upgrade.
+      '';
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/auto-upgrade";
+      description = ''
+        Where the script keeps `status.json` (the machine-readable record of the last run) and the
+        GC-rooted `validated` link to the build it validated.
+      '';
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = isCleanAbsolute cfg.configPath;
+        message = "myModules.services.system.autoUpgrade.configPath must be an absolute path without `..` (got \"${cfg.configPath}\"); set it to the checkout's full path, e.g. \"/home/alice/nix-config\".";
+      }
+      {
+        assertion = isCleanAbsolute cfg.stateDir;
+        message = "myModules.services.system.autoUpgrade.stateDir must be an absolute path without `..` (got \"${cfg.stateDir}\"), e.g. \"/var/lib/auto-upgrade\".";
+      }
+      {
+        assertion = missingRequired == [ ];
+        message = "myModules.services.system.autoUpgrade.requiredHooks must be a subset of preUpdateHooks: ${quoteList missingRequired} not in preUpdateHooks; add them to preUpdateHooks or remove them from requiredHooks.";
+      }
+      {
+        assertion = badHooks == [ ];
+        message = "myModules.services.system.autoUpgrade.preUpdateHooks must be systemd unit names such as \"chezmoi-pre-update.service\" (name plus a unit type suffix like .service, .target or .timer): ${quoteList badHooks} is not; use the full unit name.";
+      }
+      {
+        assertion = cfg.flakeHost != "" && cfg.user != "" && cfg.remote != "" && cfg.branch != "";
+        message = "myModules.services.system.autoUpgrade: flakeHost, user, remote and branch must not be empty strings.";
+      }
+    ];
+
+    # `auto-upgrade status` (and the other steps) for the admin.
+    environment.systemPackages = [ script ];
+
+    systemd.services.auto-upgrade = {
+      description = "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back";
+      after = cfg.preUpdateHooks ++ [ "network-online.target" ];
+      wants = cfg.preUpdateHooks ++ [ "network-online.target" ];
+      # The service switches the system itself: switching must neither restart nor stop it.
+      restartIfChanged = false;
+      unitConfig.X-StopOnRemoval = false;
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${lib.getExe script} run";
+      };
+      # Data, not shell text: systemd passes each value verbatim.
+      environment = {
+        AUTO_UPGRADE_CONFIG_PATH = cfg.configPath;
+        AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
+        AUTO_UPGRADE_USER = cfg.user;
+        AUTO_UPGRADE_REMOTE = cfg.remote;
+        AUTO_UPGRADE_BRANCH = cfg.branch;
+        AUTO_UPGRADE_HOOKS = concatStringsSep " " cfg.preUpdateHooks;
+        AUTO_UPGRADE_REQUIRED_HOOKS = concatStringsSep " " cfg.requiredHooks;
+        AUTO_UPGRADE_VALIDATE = boolToString cfg.preUpdateValidation;
+        AUTO_UPGRADE_COMMIT = boolToString cfg.hostCanCommitConfig;
+        AUTO_UPGRADE_STATE_DIR = cfg.stateDir;
+      };
+    };
+
+    systemd.timers.auto-upgrade = {
+      description = "nixfleet auto-upgrade timer";
+      wantedBy = [ "timers.target" ];
+      timerConfig = {
+        OnCalendar = cfg.schedule;
+        Persistent = true;
+        RandomizedDelaySec = cfg.randomizedDelaySec;
+      };
+    };
+  };
+}

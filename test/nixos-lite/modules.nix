@@ -1,0 +1,150 @@
+# ============================================================================
+#  SIMULATION — nixos-lite module system. This is NOT nixpkgs' lib.evalModules.
+#
+#  A tiny re-implementation of the NixOS module system, big enough to evaluate
+#  nixfleet's auto-upgrade module with real Nix:
+#    - `imports` resolved recursively (paths, attrsets, functions taking
+#      `{ config, lib, pkgs, options, ... }`), deduplicated by file like nixpkgs;
+#    - options declared with mkOption anywhere in nested attrsets;
+#    - definitions merged with priorities (mkDefault 1000 < plain 100 <
+#      mkForce 50; the highest priority wins), mkIf, mkMerge, option defaults;
+#    - every merged value is checked against its type (error names the option);
+#    - a definition of an undeclared option under a declared tree is an error:
+#      "The option `x' does not exist".
+#  See ./README.md for what is and is not simulated.
+# ============================================================================
+{ lib }:
+let
+  inherit (builtins)
+    attrNames concatLists elem filter foldl' functionArgs intersectAttrs isAttrs isFunction isPath isString
+    mapAttrs removeAttrs;
+  inherit (lib) imap1 isOption mergeDefinitions pushDownProperties showDefs showOption types unique;
+
+  structuredKeys = [ "_file" "key" "imports" "options" "config" "meta" "disabledModules" ];
+
+  evalModules = { modules, specialArgs ? { }, prefix ? [ ] }:
+    let
+      args = { inherit lib config options; } // specialArgs;
+
+      applyArgs = f:
+        let fa = functionArgs f; in
+        f (if fa == { } then args else intersectAttrs fa args);
+
+      # Normalises one module (path, function or attrset) to
+      # { key; file; imports; options; config; }.
+      load = parentFile: parentKey: idx: m:
+        let
+          isFile = isPath m || isString m;
+          key = if isFile then toString m else "${parentKey}:anon-${toString idx}";
+          raw = if isFile then import m else m;
+          value = if isFunction raw then applyArgs raw else raw;
+          file = value._file or (if isFile then toString m else parentFile);
+          structured = value ? config || value ? options;
+          unsupported = filter (n: !(elem n structuredKeys)) (attrNames value);
+        in
+        if !isAttrs value then
+          throw "nixos-lite: module `${file}' is not an attribute set (nor a function returning one)."
+        else if structured && unsupported != [ ] then
+          throw "Module `${file}' has an unsupported attribute `${builtins.head unsupported}'. This is caused by introducing a top-level `config' or `options' attribute. Add configuration attributes immediately on the top level instead, or move all of them (namely: ${builtins.concatStringsSep " " unsupported}) into the explicit `config' attribute."
+        else {
+          inherit key file;
+          importsLoaded = imap1 (load file key) (value.imports or [ ]);
+          options = value.options or { };
+          config = if structured then value.config or { } else removeAttrs value structuredKeys;
+        };
+
+      loaded = builtins.genericClosure {
+        startSet = imap1 (load "<unknown-file>" "<top>") modules;
+        operator = m: m.importsLoaded;
+      };
+
+      # --- declarations ------------------------------------------------------
+      mergeDecls = loc: a: b:
+        a // mapAttrs
+          (name: bv:
+            let l = loc ++ [ name ]; in
+            if !(a ? ${name}) then bv
+            else if isOption a.${name} || isOption bv then
+              throw "The option `${showOption l}' in `${builtins.head (bv.declarations or [ "<unknown-file>" ])}' is already declared in `${builtins.head (a.${name}.declarations or [ "<unknown-file>" ])}'."
+            else mergeDecls l a.${name} bv)
+          b;
+
+      # Tags each mkOption with the file that declares it.
+      tagDecls = file: tree: mapAttrs
+        (_: v:
+          if isOption v then v // { declarations = [ file ]; }
+          else if isAttrs v then tagDecls file v
+          else throw "nixos-lite: `options' in `${file}' contains a value that is neither an option nor an attribute set.")
+        tree;
+
+      declTree = foldl' (acc: m: mergeDecls prefix acc (tagDecls m.file m.options)) { } loaded;
+
+      # --- definitions -------------------------------------------------------
+      evalOption = loc: decl: defs:
+        let
+          type = decl.type or types.unspecified;
+          r0 = mergeDefinitions loc type defs;
+          # The default has the lowest priority (mkOptionDefault, 1500): it is
+          # only used, and only evaluated, when nothing else defines the option.
+          r = if r0.isDefined || !(decl ? default) then r0
+            else mergeDefinitions loc type [{ file = builtins.head decl.declarations; value = decl.default; }];
+        in
+        decl // {
+          inherit loc;
+          inherit (r) value isDefined;
+          files = unique (map (d: d.file) defs);
+          definitions = map (d: d.value) r.defsFinal;
+          highestPrio = r.highestPrio;
+        };
+
+      evalNode = loc: node: defs:
+        let
+          pushed = concatLists (map
+            (d:
+              if isAttrs d.value then
+                map (v: { inherit (d) file; value = v; }) (pushDownProperties d.value)
+              else throw "The option set `${showOption loc}' must be defined by an attribute set. Definition values:${showDefs [ d ]}")
+            defs);
+          definedNames = unique (concatLists (map (d: attrNames d.value) pushed));
+          undeclared = filter (n: !(node ? ${n})) definedNames;
+          bad = builtins.head undeclared;
+          check =
+            if undeclared == [ ] then true
+            else throw "The option `${showOption (loc ++ [ bad ])}' does not exist. Definition values:${showDefs (defsFor bad)}";
+          defsFor = name: concatLists (map
+            (d: if d.value ? ${name} then [{ inherit (d) file; value = d.value.${name}; }] else [ ])
+            pushed);
+          children = mapAttrs
+            (name: decl:
+              if isOption decl then evalOption (loc ++ [ name ]) decl (defsFor name)
+              else evalNode (loc ++ [ name ]) decl (defsFor name))
+            node;
+        in
+        { inherit check children; };
+
+      root = evalNode prefix declTree (map (m: { inherit (m) file; value = m.config; }) loaded);
+
+      configOf = n: builtins.seq n.check (mapAttrs (_: c: if c ? check then configOf c else c.value) n.children);
+      optionsOf = n: mapAttrs (_: c: if c ? check then optionsOf c else c) n.children;
+
+      config = configOf root;
+      options = optionsOf root;
+    in
+    {
+      _type = "configuration";
+      inherit config options;
+      # Every declared option that has a value, as [ { loc; value; } ] — used to
+      # type-check the whole configuration (see nixosSystem).
+      definedOptions =
+        let
+          walk = n: concatLists (map
+            (name:
+              let c = n.children.${name}; in
+              if c ? check then builtins.seq c.check (walk c)
+              else if c.isDefined then [ c ] else [ ])
+            (attrNames n.children));
+        in
+        builtins.seq root.check (walk root);
+    };
+in
+{ inherit evalModules; }
