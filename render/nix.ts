@@ -183,7 +183,7 @@ function printInt(n: number): string {
         `${Number.MIN_SAFE_INTEGER} and ${Number.MAX_SAFE_INTEGER} are allowed (no fractions, NaN or Infinity)`,
     );
   }
-  return String(n === 0 ? 0 : n); // String(-0) is "0" already; kept explicit
+  return String(n); // String(-0) is "0"
 }
 
 // Lists and function arguments take only atoms: wrap applications and negative numbers.
