@@ -1,0 +1,138 @@
+// Unit tests of the resource graph with pulumi.runtime.setMocks: no engine, no hosts. The real
+// engine and real sshd are exercised by test/e2e; these pin the structure cheaply.
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { fleetProgram } from "./program";
+
+interface Seen {
+  type: string;
+  name: string;
+  parent?: pulumi.Resource;
+  dependsOn: pulumi.Resource[];
+  resource?: pulumi.Resource;
+}
+interface Created {
+  type: string;
+  name: string;
+  inputs: Record<string, unknown>;
+}
+
+const SENTINEL_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nSENTINEL-c2VjcmV0LWtleS1zaG91bGQtbmV2ZXItbGVhaw\n-----END OPENSSH PRIVATE KEY-----";
+const storePath = (host: string) => `/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-${host}`;
+
+const hosts = [
+  { name: "malphas", address: "127.0.0.1", port: 2221, role: "desktop", configPath: "/home/evie/nix-config", configOwner: "evie", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEH2gZv+5yuSODmVezjLQzu7uLzR+x1a8IfopTp8cIQ9" },
+  { name: "griefling", address: "griefling.home.arpa", role: "server", configPath: "/etc/nixos/nix-config", hostCanCommitConfig: false },
+  { name: "pi", address: "10.0.0.9", role: "pi", configPath: "/srv/nix config", user: "nixfleet", hostCanCommitConfig: true, preUpdateHooks: ["a.service", "b.service"] },
+];
+
+async function runProgram(config: Record<string, unknown>) {
+  const seen: Seen[] = [];
+  const created: Created[] = [];
+  pulumi.runtime.setMocks(
+    {
+      newResource: (args) => {
+        created.push({ type: args.type, name: args.name, inputs: args.inputs });
+        const host = args.name.split("-")[0];
+        const stdout = args.name.endsWith("-validate") ? storePath(host) : args.name.endsWith("-switch") ? storePath(host) : "";
+        return { id: `${args.name}-id`, state: { ...args.inputs, stdout, stderr: "" } };
+      },
+      call: (args) => args.inputs,
+    },
+    "nixfleet",
+    "test",
+    false,
+  );
+  pulumi.runtime.setAllConfig(
+    Object.fromEntries(Object.entries(config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)])),
+    ["nixfleet:sshPrivateKey"],
+  );
+  pulumi.runtime.registerStackTransformation((args) => {
+    seen.push({ type: args.type, name: args.name, parent: args.opts.parent, dependsOn: [args.opts.dependsOn ?? []].flat() as pulumi.Resource[] });
+    return undefined;
+  });
+  const outputs = fleetProgram();
+  const status = await new Promise<Record<string, any>>((resolve) => outputs.hosts.apply(resolve));
+  return { seen, created, status };
+}
+
+const urnName = (r: pulumi.Resource | undefined) =>
+  new Promise<string>((resolve) => (r ? r.urn.apply((u) => resolve(u.split("::").pop()!)) : resolve("<none>")));
+
+describe("Fleet resource graph", () => {
+  let result: Awaited<ReturnType<typeof runProgram>>;
+  beforeAll(async () => {
+    result = await runProgram({ "nixfleet:hosts": hosts, "nixfleet:sshPrivateKey": SENTINEL_KEY });
+  });
+
+  it("parents every resource but the fleet itself", async () => {
+    const orphans = result.seen.filter((s) => s.type !== "nixfleet:index:Fleet" && !s.parent);
+    expect(orphans.map((s) => `${s.type}::${s.name}`)).toEqual([]);
+    for (const s of result.seen.filter((x) => x.type === "command:remote:Command")) {
+      expect(await urnName(s.parent)).toBe(s.name.split("-")[0]);
+    }
+  });
+
+  it("gives every resource a unique name (mocks would not catch a duplicate)", () => {
+    const keys = result.created.map((c) => `${c.type}::${c.name}`);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys.length).toBeGreaterThan(10);
+  });
+
+  it("chains copy → hooks → validate → switch → commit per host", async () => {
+    const deps = async (name: string) => Promise.all((result.seen.find((s) => s.name === name)?.dependsOn ?? []).map(urnName));
+    expect(await deps("malphas-hooks")).toEqual(expect.arrayContaining(["malphas-file-hosts-malphas-nixfleet-nix", "malphas-file-modules-services-system-auto-upgrade-sh"]));
+    expect(await deps("malphas-validate")).toEqual(["malphas-hooks"]);
+    expect(await deps("malphas-switch")).toEqual(["malphas-validate"]);
+    expect(await deps("malphas-commit")).toEqual(["malphas-switch"]);
+    const switchCmd = result.created.find((c) => c.name === "malphas-switch")!.inputs.create as string;
+    expect(switchCmd).toContain(`switch ${storePath("malphas")}`);
+  });
+
+  it("commits back only where the resolved settings say so", () => {
+    const commits = result.created.filter((c) => c.name.endsWith("-commit")).map((c) => c.name).sort();
+    expect(commits).toEqual(["malphas-commit", "pi-commit"]);
+  });
+
+  it("resolves role defaults and host overrides into the script's environment", () => {
+    const create = (n: string) => result.created.find((c) => c.name === n)!.inputs.create as string;
+    expect(create("malphas-validate")).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");
+    expect(create("malphas-validate")).toContain("AUTO_UPGRADE_USER=evie");
+    expect(create("pi-validate")).toContain("AUTO_UPGRADE_HOOKS='a.service b.service'");
+    expect(create("pi-validate")).toMatch(/^sudo -n -- sh -c /);
+    expect(create("griefling-validate")).toContain("AUTO_UPGRADE_COMMIT=false");
+  });
+
+  it("keeps a path with a space one shell word", () => {
+    const create = result.created.find((c) => c.name === "pi-validate")!.inputs.create as string;
+    expect(create).toContain("/srv/nix config/modules/services/system/auto-upgrade.sh");
+    expect(create).not.toMatch(/[^'] \/srv\/nix config/);
+  });
+
+  it("reports validated and switched paths per host", () => {
+    expect(result.status.malphas).toMatchObject({ role: "desktop", validatedPath: storePath("malphas"), switchedSystem: storePath("malphas") });
+    expect(Object.keys(result.status.malphas.files)).toContain("roles/form-desktop.nix");
+  });
+
+  it("never lets the sentinel private key reach a rendered file, a command or an output", () => {
+    const texts = result.created.flatMap((c) => [c.inputs.create, c.inputs.stdin]).filter(Boolean).join("\n");
+    expect(texts).toContain("myModules"); // the rendered files are in there
+    expect(texts).not.toContain("SENTINEL");
+    expect(JSON.stringify(result.status)).not.toContain("SENTINEL");
+  });
+});
+
+describe("config errors stop the program before any resource", () => {
+  it("names the field and what is allowed", async () => {
+    const bad = [{ ...hosts[0], preUpdateHooks: ["ok.service", "rm -rf /"] }];
+    await expect(runProgram({ "nixfleet:hosts": bad, "nixfleet:sshPrivateKey": SENTINEL_KEY })).rejects.toThrow(
+      /nixfleet:hosts\[0\]\.preUpdateHooks\[1\]: "rm -rf \/" is not a systemd unit name; allowed:/,
+    );
+  });
+
+  it("rejects an unknown nixfleet key", async () => {
+    await expect(runProgram({ "nixfleet:hosts": hosts, "nixfleet:host": [], "nixfleet:sshPrivateKey": SENTINEL_KEY })).rejects.toThrow(
+      /nixfleet:host: unknown key; allowed: nixfleet:roles, nixfleet:hosts/,
+    );
+  });
+});

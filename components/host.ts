@@ -1,0 +1,97 @@
+/**
+ * `nixfleet:index:Host`: one machine's push-mode upgrade as a chain of remote commands.
+ *
+ *   copy (one per rendered file) → hooks → validate → switch → commit-back
+ *
+ * Each step depends on the one before, so a failed step stops this host only. Steps that
+ * must re-run when the rendered files change carry their hash in `triggers` (a trigger change
+ * replaces the command, which runs it again); switch runs when the validated path changes;
+ * an unchanged host runs nothing on `pulumi up`.
+ */
+import * as command from "@pulumi/command";
+import * as pulumi from "@pulumi/pulumi";
+import type { ResolvedHost, Timeouts } from "../config/resolve";
+import { renderHost } from "../render/files";
+import { putFileCommand, sha256, stepCommand } from "./remote";
+import { TYPES } from "./tokens";
+
+export interface HostArgs {
+  /** The host with its resolved settings (from `resolveFleet`). */
+  readonly host: ResolvedHost;
+  /** The SSH private key (OpenSSH format); pass it as a secret. */
+  readonly privateKey: pulumi.Input<string>;
+  /** Seconds each remote step may run before `timeout` stops it. */
+  readonly timeouts: Timeouts;
+}
+
+/** What one host reports after `pulumi up`; never secrets. */
+export interface HostStatus {
+  readonly role: string;
+  /** The store path `nh os build` produced and kept as a GC root. */
+  readonly validatedPath: string;
+  /** The system the host switched to; equals validatedPath. */
+  readonly switchedSystem: string;
+  /** sha256 of every rendered file, by path. */
+  readonly files: Record<string, string>;
+  /** Commit-back result: the script's stdout, or "disabled". */
+  readonly commit: string;
+}
+
+const slug = (path: string) => path.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+
+export class Host extends pulumi.ComponentResource {
+  public readonly validatedPath: pulumi.Output<string>;
+  public readonly switchedSystem: pulumi.Output<string>;
+  public readonly status: pulumi.Output<HostStatus>;
+
+  constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
+    super(TYPES.host, name, {}, opts);
+    const { host, timeouts } = args;
+
+    if (!host.hostKey) {
+      pulumi.log.warn(
+        `host ${host.name}: no hostKey pinned, so the SSH connection does not authenticate the host ` +
+          `(the command provider ignores host keys unless one is set). Pin it: ` +
+          `pulumi config set --path 'nixfleet:hosts[i].hostKey' "$(ssh-keyscan -t ed25519 ${host.address} | cut -d' ' -f2-)"`,
+        this,
+      );
+    }
+
+    const connection: command.types.input.remote.ConnectionArgs = {
+      host: host.address,
+      port: host.port,
+      user: host.user,
+      privateKey: pulumi.secret(args.privateKey),
+      hostKey: host.hostKey,
+    };
+    const run = (step: string, create: pulumi.Input<string>, deps: pulumi.Resource[], triggers?: pulumi.Input<unknown>[], stdin?: string) =>
+      new command.remote.Command(`${name}-${step}`, { connection, create, stdin, triggers, logging: "stdoutAndStderr" }, { parent: this, dependsOn: deps });
+
+    const files = renderHost(host);
+    const hashes = Object.fromEntries(files.map((f) => [f.path, sha256(f.content)]));
+    const filesHash = sha256(JSON.stringify(hashes));
+
+    // stdin is the file's text, so `pulumi preview --diff` shows the Nix diff per file.
+    const copies = files.map((f) => run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), [], undefined, f.content));
+    const hooks = run("hooks", stepCommand(host, "hooks", timeouts.hooks), copies, [filesHash]);
+    const validate = run("validate", stepCommand(host, "validate", timeouts.validate), [hooks], [filesHash]);
+    this.validatedPath = validate.stdout;
+    // The validated path is part of the command text: switch runs again exactly when it changes.
+    const switched = run("switch", validate.stdout.apply((p) => stepCommand(host, "switch", timeouts.switch, [p])), [validate]);
+    this.switchedSystem = switched.stdout;
+
+    let commit: pulumi.Output<string> = pulumi.output("disabled");
+    if (host.settings.hostCanCommitConfig) {
+      commit = run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]).stdout;
+    }
+
+    this.status = pulumi.all([validate.stdout, switched.stdout, commit]).apply(([validatedPath, switchedSystem, c]) => ({
+      role: host.role,
+      validatedPath,
+      switchedSystem,
+      files: hashes,
+      commit: c,
+    }));
+    this.registerOutputs({ validatedPath: this.validatedPath, switchedSystem: this.switchedSystem, status: this.status });
+  }
+}
