@@ -4,6 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  commitToOrigin,
   currentSystem,
   type Fleet,
   type FleetHost,
@@ -196,6 +197,47 @@ describe("simulated fleet", () => {
     expect(await currentSystem(malphas)).toBe(before.system);
     expect(await fs.readlink(malphas.profile)).toBe(before.profile);
     expect(await fs.readlink(`${malphas.stateDir}/validated`)).toBe(validated);
+  });
+
+  const script = path.resolve(__dirname, "../nix/modules/services/system/auto-upgrade.sh");
+  it.skipIf(!existsSync(script))("runs the real auto-upgrade.sh steps over ssh with the shims", async () => {
+    const dest = `${pi.checkout}/modules/services/system/auto-upgrade.sh`;
+    await fs.mkdir(path.dirname(dest), { recursive: true });
+    await fs.copyFile(script, dest); // untracked: run with bash, not part of the build
+    const conf = await fs.readFile(path.join(pi.checkout, "hosts/pi/configuration.nix"), "utf8");
+    await commitToOrigin(
+      fleet,
+      { "hosts/pi/configuration.nix": conf.replace('networking.hostName = "pi";', 'networking.hostName = "pi";\n  systemd.services."motd".script = "true";') },
+      "pi: add motd unit",
+    );
+    expect((await originLog(fleet))[0]).toBe("pi: add motd unit");
+    const before = await currentSystem(pi);
+    const env = [
+      `AUTO_UPGRADE_CONFIG_PATH=${q(pi.checkout)}`,
+      "AUTO_UPGRADE_FLAKE_HOST=pi",
+      `AUTO_UPGRADE_HOOKS=${q("chezmoi-pre-update.service absent.service")}`,
+      "AUTO_UPGRADE_REQUIRED_HOOKS=chezmoi-pre-update.service",
+    ].join(" ");
+    const step = (s: string) => ssh(pi, `${env} bash ${q(dest)} ${s}`);
+    for (const s of ["hooks", "pull"]) {
+      const r = await step(s);
+      expect(r.code, `${s}: ${r.stderr}`).toBe(0);
+    }
+    const validated = await step("validate");
+    expect(validated.code, validated.stderr).toBe(0);
+    const built = validated.stdout.trim();
+    expect(built).toMatch(/-nixos-system-pi-nixos-lite$/);
+    expect(built).not.toBe(before);
+    const sw = await step(`switch ${q(built)}`);
+    expect(sw.code, sw.stderr).toBe(0);
+    expect(await currentSystem(pi)).toBe(built);
+    expect(await fs.realpath(pi.profile)).toBe(built);
+    expect((await hookLog(pi)).at(-1)).toMatch(/chezmoi-pre-update: dotfiles synced/);
+    const log = (await journal(pi)).join("\n");
+    expect(log).toMatch(/auto-upgrade: warning: pre-update hook absent\.service: unit not found/);
+    expect(log).toContain(`auto-upgrade: === Switch PASSED: ${built} ===`);
+    const units = await ssh(pi, "systemctl list-units");
+    expect(units.stdout.split("\n")).toContain("motd.service");
   });
 
   it("stop() kills the sshd processes", async () => {

@@ -536,6 +536,8 @@ export function sshArgs(fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">, 
     "-o", "GlobalKnownHostsFile=/dev/null",
     "-o", "LogLevel=ERROR",
     "-o", "ConnectTimeout=10",
+    // Loopback test hosts: prefer the cheaper key exchange (sntrup761 costs ~0.2 s per connection here).
+    "-o", "KexAlgorithms=curve25519-sha256,sntrup761x25519-sha512@openssh.com",
     "-p", String(host.port),
     `${host.user}@${host.address}`,
   ];
@@ -574,6 +576,29 @@ export const journal = (host: Pick<FleetHost, "simRoot">) => lines(path.join(hos
 export const hookLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "hooks.log"));
 /** Lines the simulated `systemctl` wrote on the host: "<time> start UNIT ok|failed|not-found". */
 export const systemctlLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "systemctl.log"));
+
+/** Commits files (path relative to the repo -> text) to origin's main, as a user pushing from elsewhere. */
+export async function commitToOrigin(
+  fleet: Pick<Fleet, "root" | "originDir">,
+  files: Record<string, string>,
+  message: string,
+): Promise<void> {
+  const work = await fs.mkdtemp(path.join(fleet.root, ".push-"));
+  try {
+    await must("git", ["clone", "-q", "--branch", "main", fleet.originDir, work]);
+    for (const [rel, text] of Object.entries(files)) {
+      const file = path.resolve(work, rel);
+      if (!file.startsWith(`${work}/`)) throw new Error(`commitToOrigin: ${rel} is outside the repository`);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await fs.writeFile(file, text);
+    }
+    await must("git", ["-C", work, "add", "-A"]);
+    await must("git", ["-C", work, "-c", "user.name=fleet-admin", "-c", "user.email=admin@nixfleet.invalid", "commit", "-q", "-m", message]);
+    await must("git", ["-C", work, "push", "-q", "origin", "HEAD:main"]);
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
 
 /** Subject lines of origin's main, newest first. */
 export async function originLog(fleet: Pick<Fleet, "originDir">): Promise<string[]> {
