@@ -121,6 +121,41 @@ const UNITS = `{
   toplevel = cfg.system.build.toplevel.drvPath;
 }`;
 
+describe("nixos-lite (SIMULATION) merges like the NixOS module system", () => {
+  /** evalModules over inline modules that declare `xs` (list), `s` (str), `b` (bool) and `n.m` (int, no default). */
+  const lite = (modules: string, select = "config") => `let
+    lib = (import ${LITE}).lib;
+    inherit (lib) mkOption types mkDefault mkForce mkIf mkMerge;
+    decl = { options = { xs = mkOption { type = types.listOf types.str; default = [ "default" ]; };
+                         s = mkOption { type = types.str; default = "d"; };
+                         b = mkOption { type = types.bool; default = false; };
+                         n.m = mkOption { type = types.int; }; }; };
+    r = lib.evalModules { modules = [ decl ] ++ ${modules}; };
+  in let inherit (r) config; in ${select}`;
+
+  it("equal-priority lists concatenate in module order; a plain value beats mkDefault; mkForce beats both", () => {
+    expect(mustEval(lite(`[ { xs = [ "a" ]; } { xs = mkDefault [ "role" ]; } { xs = [ "b" "c" ]; } { s = mkDefault "role"; } { s = "host"; } { b = mkForce false; } { b = true; } ]`, "config.xs"))).toEqual(["a", "b", "c"]);
+    expect(mustEval(lite(`[ { s = mkDefault "role"; } { s = "host"; } ]`, "config.s"))).toBe("host");
+    expect(mustEval(lite(`[ { s = mkForce "forced"; } { s = "host"; } { s = mkDefault "role"; } ]`, "config.s"))).toBe("forced");
+    expect(mustEval(lite(`[ ]`, "config.xs"))).toEqual(["default"]);
+  });
+
+  it("mkIf and mkMerge, also around a whole config, and imports of functions", () => {
+    const cfg = mustEval(lite(
+      `[ ({ config, ... }: { imports = [ { xs = [ "imported" ]; } ]; config = mkIf config.b (mkMerge [ { s = "on"; } { xs = [ "x" ]; } ]); }) { b = true; } { xs = mkIf false [ "never" ]; } ]`,
+      "{ inherit (config) xs s b; }",
+    ));
+    expect(cfg).toEqual({ xs: ["x", "imported"], s: "on", b: true });
+  });
+
+  it("errors name the option: conflict, wrong type, undeclared, used but not defined", () => {
+    expect(evalFailure(lite(`[ { s = "a"; } { s = "b"; } ]`, "config.s"))).toContain("The option `s' has conflicting definition values");
+    expect(evalFailure(lite(`[ { xs = [ 1 ]; } ]`, "config.xs"))).toContain("A definition for option `xs.[definition 1-entry 1]' is not of type `string'");
+    expect(evalFailure(lite(`[ { n.k = 1; } ]`, "config.n"))).toContain("The option `n.k' does not exist");
+    expect(evalFailure(lite(`[ ]`, "config.n.m"))).toContain("The option `n.m' is used but not defined");
+  });
+});
+
 describe("auto-upgrade.nix parses", () => {
   it("nix-instantiate --parse accepts the module", () => {
     execFileSync("nix-instantiate", ["--parse", MODULE], { stdio: "pipe" });
