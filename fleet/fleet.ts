@@ -22,6 +22,9 @@ export interface StartFleetOptions {
   /** Build and activate each host's initial configuration on creation (as an installed machine would
    *  be). Defaults to true. */
   readonly install?: boolean;
+  /** Stop and delete an existing fleet under `root` first (to pick up a changed test/nixos-lite or host
+   *  list). Defaults to false. */
+  readonly fresh?: boolean;
 }
 
 export interface FleetHost {
@@ -431,6 +434,10 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   const root = path.resolve(opts.root);
   const specs = opts.hosts ?? DEFAULT_HOSTS;
   validateSpecs(specs);
+  if (opts.fresh && existsSync(path.join(root, "fleet.json"))) {
+    await stopFleet(root);
+    await fs.rm(root, { recursive: true, force: true });
+  }
   await fs.mkdir(root, { recursive: true });
   return withLock(root, async () => {
     const state = await readState(root);
