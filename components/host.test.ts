@@ -1,7 +1,7 @@
 // Unit tests of the resource graph with pulumi.runtime.setMocks: no engine, no hosts. The real
 // engine and real sshd are exercised by test/e2e; these pin the structure cheaply.
 import * as pulumi from "@pulumi/pulumi";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { fleetProgram } from "./program";
 
 interface Seen {
@@ -22,8 +22,8 @@ const storePath = (host: string) => `/nix/store/0123456789abcdfghijklmnpqrsvwxyz
 
 const hosts = [
   { name: "malphas", address: "127.0.0.1", port: 2221, role: "desktop", configPath: "/home/evie/nix-config", configOwner: "evie", hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEH2gZv+5yuSODmVezjLQzu7uLzR+x1a8IfopTp8cIQ9" },
-  { name: "griefling", address: "griefling.home.arpa", role: "server", configPath: "/etc/nixos/nix-config", hostCanCommitConfig: false },
-  { name: "pi", address: "10.0.0.9", role: "pi", configPath: "/srv/nix config", user: "nixfleet", hostCanCommitConfig: true, preUpdateHooks: ["a.service", "b.service"] },
+  { name: "griefling", address: "griefling.home.arpa", role: "server", configPath: "/etc/nixos/nix-config", hostCanCommitConfig: false, preUpdateHooks: ["a.service", "b.service"] },
+  { name: "pi", address: "10.0.0.9", role: "pi", configPath: "/srv/nix config", user: "nixfleet", hostCanCommitConfig: true },
 ];
 
 async function runProgram(config: Record<string, unknown>) {
@@ -47,12 +47,17 @@ async function runProgram(config: Record<string, unknown>) {
     Object.fromEntries(Object.entries(config).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)])),
     ["nixfleet:sshPrivateKey"],
   );
-  pulumi.runtime.registerStackTransformation((args) => {
-    seen.push({ type: args.type, name: args.name, parent: args.opts.parent, dependsOn: [args.opts.dependsOn ?? []].flat() as pulumi.Resource[] });
-    return undefined;
+  let outputs: ReturnType<typeof fleetProgram> | undefined;
+  await pulumi.runtime.runInPulumiStack(async () => {
+    // A stack transformation sees every resource's options: parent and dependsOn.
+    pulumi.runtime.registerStackTransformation((args) => {
+      seen.push({ type: args.type, name: args.name, parent: args.opts.parent, dependsOn: [args.opts.dependsOn ?? []].flat() as pulumi.Resource[] });
+      return undefined;
+    });
+    outputs = fleetProgram();
+    return outputs;
   });
-  const outputs = fleetProgram();
-  const status = await new Promise<Record<string, any>>((resolve) => outputs.hosts.apply(resolve));
+  const status = await new Promise<Record<string, any>>((resolve) => outputs!.hosts.apply(resolve));
   return { seen, created, status };
 }
 
@@ -61,8 +66,17 @@ const urnName = (r: pulumi.Resource | undefined) =>
 
 describe("Fleet resource graph", () => {
   let result: Awaited<ReturnType<typeof runProgram>>;
+  const warnings: string[] = [];
   beforeAll(async () => {
+    vi.spyOn(pulumi.log, "warn").mockImplementation(async (msg: string) => void warnings.push(msg));
     result = await runProgram({ "nixfleet:hosts": hosts, "nixfleet:sshPrivateKey": SENTINEL_KEY });
+    vi.restoreAllMocks();
+  });
+
+  it("warns loudly about each host without a pinned host key", () => {
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(/^host griefling: no hostKey pinned.*pulumi config set --path 'nixfleet:hosts\[1\]\.hostKey'/);
+    expect(warnings[1]).toMatch(/^host pi: no hostKey pinned.*'nixfleet:hosts\[2\]\.hostKey'/);
   });
 
   it("parents every resource but the fleet itself", async () => {
@@ -98,15 +112,15 @@ describe("Fleet resource graph", () => {
     const create = (n: string) => result.created.find((c) => c.name === n)!.inputs.create as string;
     expect(create("malphas-validate")).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");
     expect(create("malphas-validate")).toContain("AUTO_UPGRADE_USER=evie");
-    expect(create("pi-validate")).toContain("AUTO_UPGRADE_HOOKS='a.service b.service'");
+    expect(create("griefling-validate")).toContain("AUTO_UPGRADE_HOOKS='a.service b.service'");
     expect(create("pi-validate")).toMatch(/^sudo -n -- sh -c /);
     expect(create("griefling-validate")).toContain("AUTO_UPGRADE_COMMIT=false");
   });
 
   it("keeps a path with a space one shell word", () => {
     const create = result.created.find((c) => c.name === "pi-validate")!.inputs.create as string;
-    expect(create).toContain("/srv/nix config/modules/services/system/auto-upgrade.sh");
-    expect(create).not.toMatch(/[^'] \/srv\/nix config/);
+    // Quoted once for the inner shell, and that text quoted again for `sudo sh -c`.
+    expect(create).toContain(`'\\''/srv/nix config/modules/services/system/auto-upgrade.sh'\\''`);
   });
 
   it("reports validated and switched paths per host", () => {
@@ -123,16 +137,29 @@ describe("Fleet resource graph", () => {
 });
 
 describe("config errors stop the program before any resource", () => {
-  it("names the field and what is allowed", async () => {
-    const bad = [{ ...hosts[0], preUpdateHooks: ["ok.service", "rm -rf /"] }];
-    await expect(runProgram({ "nixfleet:hosts": bad, "nixfleet:sshPrivateKey": SENTINEL_KEY })).rejects.toThrow(
-      /nixfleet:hosts\[0\]\.preUpdateHooks\[1\]: "rm -rf \/" is not a systemd unit name; allowed:/,
-    );
+  function programWith(config: Record<string, unknown>) {
+    const created: string[] = [];
+    pulumi.runtime.setMocks({ newResource: (args) => (created.push(args.name), { id: args.name, state: args.inputs }), call: (args) => args.inputs }, "nixfleet", "test", false);
+    pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [k, JSON.stringify(v)])), ["nixfleet:sshPrivateKey"]);
+    let error: unknown;
+    try {
+      fleetProgram();
+    } catch (e) {
+      error = e;
+    }
+    return { error: String(error), created };
+  }
+
+  it("names the field and what is allowed, and creates nothing", () => {
+    const bad = [hosts[0], { ...hosts[1], preUpdateHooks: ["ok.service", "rm -rf /"] }];
+    const { error, created } = programWith({ "nixfleet:hosts": bad, "nixfleet:sshPrivateKey": SENTINEL_KEY });
+    expect(error).toMatch(/nixfleet:hosts\[1\]\.preUpdateHooks\[1\]: "rm -rf \/" is not a systemd unit name; allowed:/);
+    expect(created).toEqual([]);
   });
 
-  it("rejects an unknown nixfleet key", async () => {
-    await expect(runProgram({ "nixfleet:hosts": hosts, "nixfleet:host": [], "nixfleet:sshPrivateKey": SENTINEL_KEY })).rejects.toThrow(
-      /nixfleet:host: unknown key; allowed: nixfleet:roles, nixfleet:hosts/,
-    );
+  it("rejects an unknown nixfleet key", () => {
+    const { error, created } = programWith({ "nixfleet:hosts": hosts, "nixfleet:host": [], "nixfleet:sshPrivateKey": SENTINEL_KEY });
+    expect(error).toMatch(/nixfleet:host: unknown key; allowed: nixfleet:roles, nixfleet:hosts/);
+    expect(created).toEqual([]);
   });
 });

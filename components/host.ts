@@ -12,6 +12,7 @@ import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { ResolvedHost, Timeouts } from "../config/resolve";
 import { renderHost } from "../render/files";
+import { shellQuote } from "../render/shell";
 import { putFileCommand, sha256, stepCommand } from "./remote";
 import { TYPES } from "./tokens";
 
@@ -52,7 +53,7 @@ export class Host extends pulumi.ComponentResource {
       pulumi.log.warn(
         `host ${host.name}: no hostKey pinned, so the SSH connection does not authenticate the host ` +
           `(the command provider ignores host keys unless one is set). Pin it: ` +
-          `pulumi config set --path 'nixfleet:hosts[i].hostKey' "$(ssh-keyscan -t ed25519 ${host.address} | cut -d' ' -f2-)"`,
+          `pulumi config set --path 'nixfleet:hosts[${host.index}].hostKey' "$(ssh-keyscan -t ed25519 ${shellQuote(host.address)} | cut -d' ' -f2-)"`,
         this,
       );
     }

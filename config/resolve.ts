@@ -29,6 +29,8 @@ export const ROLE_DEFAULTS: Readonly<Record<Role, FullSettings>> = {
 };
 
 export interface ResolvedHost {
+  /** Position in `nixfleet:hosts`, for messages that name the config key. */
+  readonly index: number;
   readonly name: string;
   readonly role: Role;
   readonly address: string;
@@ -63,11 +65,12 @@ export function roleSettings(cfg: FleetConfig, role: Role): FullSettings {
   return { ...ROLE_DEFAULTS[role], ...pickSettings(cfg.roles?.[role] ?? {}) };
 }
 
-function resolveHost(cfg: FleetConfig, host: HostConfig): ResolvedHost {
+function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): ResolvedHost {
   const user = host.user ?? "root";
   const role = roleSettings(cfg, host.role);
   const overrides = pickSettings(host);
   return {
+    index,
     name: host.name,
     role: host.role,
     address: host.address,
@@ -85,7 +88,7 @@ function resolveHost(cfg: FleetConfig, host: HostConfig): ResolvedHost {
 
 /** Resolves every host; cross-field rules that need the merged settings are checked here. */
 export function resolveFleet(cfg: FleetConfig): ResolvedFleet {
-  const hosts = cfg.hosts.map((h) => resolveHost(cfg, h));
+  const hosts = cfg.hosts.map((h, i) => resolveHost(cfg, h, i));
   const issues: string[] = [];
   hosts.forEach((h, i) => {
     const missing = h.settings.requiredHooks.filter((u) => !h.settings.preUpdateHooks.includes(u));
