@@ -324,23 +324,27 @@ async function pickPorts(specs: readonly FleetHostSpec[], basePort: number, stat
   return ports;
 }
 
-async function startSshd(simRoot: string): Promise<void> {
+/** Starts the host's sshd; "port-in-use" if another process took its port meanwhile. */
+async function startSshd(simRoot: string): Promise<"started" | "port-in-use"> {
   const cfg = sshdConfigPath(simRoot);
   const pidFile = path.join(simRoot, "run", "sshd.pid");
   const logFile = path.join(simRoot, "log", "sshd.log");
   await fs.rm(pidFile, { force: true });
   await must(SSHD, ["-t", "-f", cfg]);
+  const logStart = await fs.stat(logFile).then((st) => st.size, () => 0);
   const child = spawn(SSHD, ["-D", "-f", cfg, "-E", logFile], { detached: true, stdio: "ignore" });
   child.unref();
   let exited = false;
   child.once("exit", () => (exited = true));
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
-    if (runningSshd(simRoot) !== null) return;
+    if (runningSshd(simRoot) !== null) return "started";
     if (exited) break;
     await sleep(20);
   }
-  const log = await fs.readFile(logFile, "utf8").catch(() => "");
+  if (!exited) child.kill("SIGKILL");
+  const log = (await fs.readFile(logFile, "utf8").catch(() => "")).slice(logStart);
+  if (log.includes("Address already in use")) return "port-in-use";
   throw new Error(`fleet: sshd for ${simRoot} did not start:\n${log.slice(-2000)}`);
 }
 
@@ -471,26 +475,35 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     await Promise.all(specs.map((h) => setupHost(root, originDir, h, opts.install ?? true)));
 
     const hosts: FleetHost[] = [];
+    const taken = new Set(ports);
     for (const [i, spec] of specs.entries()) {
       const p = hostPaths(root, spec.name);
       const cfgPath = sshdConfigPath(p.simRoot);
-      const cfg = sshdConfig(root, p.simRoot, ports[i]);
-      const old = await fs.readFile(cfgPath, "utf8").catch(() => "");
-      if (old !== cfg) {
-        await stopSshd(p.simRoot);
-        await fs.writeFile(cfgPath, cfg);
+      let port = ports[i];
+      // Another fleet (a parallel test file) may bind a port between the check and sshd: move on.
+      for (let attempt = 0; ; attempt++) {
+        const cfg = sshdConfig(root, p.simRoot, port);
+        const old = await fs.readFile(cfgPath, "utf8").catch(() => "");
+        if (old !== cfg) {
+          await stopSshd(p.simRoot);
+          await fs.writeFile(cfgPath, cfg);
+        }
+        if (runningSshd(p.simRoot) !== null || (await startSshd(p.simRoot)) === "started") break;
+        if (attempt >= 20) throw new Error(`fleet: no free port for ${spec.name}'s sshd near ${ports[i]}`);
+        do port++;
+        while (taken.has(port) || !(await portIsFree(port)));
+        taken.add(port);
       }
       hosts.push({
         name: spec.name,
         role: spec.role,
         address: "127.0.0.1",
-        port: ports[i],
+        port,
         user: "root",
         hostKey: await hostKeyOf(p.simRoot),
         ...p,
       });
     }
-    await Promise.all(hosts.map((h) => (runningSshd(h.simRoot) === null ? startSshd(h.simRoot) : undefined)));
 
     await fs.writeFile(
       path.join(root, "known_hosts"),

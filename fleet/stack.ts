@@ -1,0 +1,72 @@
+// SIMULATION glue — a Pulumi stack aimed at the simulated fleet, for `npm run demo` and test/e2e.
+// The real engine (the `pulumi` CLI built by toolchain/build.sh) runs nixfleet's own program
+// (`fleetProgram`) as an Automation API inline program: the nodejs language host cannot be built
+// offline (see toolchain/README.md), inline programs do not need it. State lives in a local file
+// backend under `dir`; nothing reaches a network.
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import * as path from "node:path";
+import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
+import { fleetProgram } from "../components/program";
+import { readStackFile } from "../config/stack";
+import type { Fleet } from "./fleet";
+
+const REPO = path.join(__dirname, "..");
+
+/** Builds (or takes from its cache) the offline toolchain and returns its bin dir. */
+export function toolchainBin(): string {
+  const out = execFileSync("bash", [path.join(REPO, "toolchain", "build.sh")], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
+  return out.trim().split("\n").pop()!;
+}
+
+/** Offline settings for the CLI: local backend, passphrase secrets, no update check, no plugin downloads. */
+export function offlineEnv(dir: string): Record<string, string> {
+  return {
+    PATH: `${toolchainBin()}:${process.env.PATH}`,
+    PULUMI_BACKEND_URL: `file://${path.join(dir, "state")}`,
+    PULUMI_HOME: path.join(dir, "pulumi-home"),
+    PULUMI_CONFIG_PASSPHRASE: "nixfleet-simulated-fleet",
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+  };
+}
+
+/**
+ * `stacks/Pulumi.demo.yaml` with each host's connection facts (port, pinned host key, checkout,
+ * state dir) taken from the running fleet; everything else (roles, overrides) as the file says.
+ */
+export function demoConfig(fleet: Fleet, stackFile = path.join(REPO, "stacks", "Pulumi.demo.yaml")) {
+  const config = readStackFile(stackFile);
+  const hosts = (config["nixfleet:hosts"] as Record<string, unknown>[]).map((h) => {
+    const live = fleet.hosts.find((f) => f.name === h.name);
+    if (!live) throw new Error(`${stackFile}: host ${String(h.name)} is not in the simulated fleet`);
+    return { ...h, address: live.address, port: live.port, user: live.user, hostKey: live.hostKey, configPath: live.checkout, stateDir: live.stateDir };
+  });
+  return { ...config, "nixfleet:hosts": hosts } as Record<string, unknown>;
+}
+
+/** Creates or selects `stackName` in `dir`, sets `config` (structured values as JSON, the key as a secret). */
+export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: string; config: Record<string, unknown> }): Promise<Stack> {
+  mkdirSync(path.join(opts.dir, "state"), { recursive: true });
+  mkdirSync(path.join(opts.dir, "work"), { recursive: true });
+  const stack = await LocalWorkspace.createOrSelectStack(
+    { stackName: opts.stackName ?? "demo", projectName: "nixfleet", program: async () => fleetProgram() },
+    {
+      workDir: path.join(opts.dir, "work"),
+      projectSettings: { name: "nixfleet", runtime: "nodejs" },
+      envVars: offlineEnv(opts.dir),
+    },
+  );
+  await setFleetConfig(stack, opts.config, opts.fleet.privateKey);
+  return stack;
+}
+
+/** Replaces the stack's nixfleet config; every `up` after this sees exactly `config`. */
+export async function setFleetConfig(stack: Stack, config: Record<string, unknown>, privateKey: string): Promise<void> {
+  const old = Object.keys(await stack.getAllConfig()).filter((k) => k.startsWith("nixfleet:"));
+  if (old.length > 0) await stack.removeAllConfig(old);
+  const values = Object.fromEntries(
+    Object.entries(config).map(([k, v]) => [k, { value: typeof v === "string" ? v : JSON.stringify(v) }]),
+  );
+  await stack.setAllConfig({ ...values, "nixfleet:sshPrivateKey": { value: privateKey, secret: true } });
+}
