@@ -21,6 +21,7 @@ set -o errtrace
 readonly STEPS=(hooks pull validate switch commit run status)
 # systemd unit names: prefix[@instance].type, characters systemd allows (backslash for \x2d escapes),
 # no leading '-'. The values are checked upstream too; re-checked here because they reach systemctl.
+# (Regexes are the one unquoted expansion: `[[ x =~ "$re" ]]` would match the text literally.)
 readonly UNIT_RE='^[A-Za-z0-9:_.\\][-A-Za-z0-9:_.\\]*(@[-A-Za-z0-9:_.\\]*)?\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)$'
 readonly USER_RE='^[A-Za-z0-9_][-A-Za-z0-9_.]*[$]?$'
 
@@ -47,7 +48,7 @@ journal_output() {
 output_summary() {
   local line summary=""
   while IFS= read -r line; do
-    [[ -n $line ]] || continue
+    [[ -n "$line" ]] || continue
     summary+="${summary:+ | }$line"
   done < <(tail -n 3 -- "$OUTPUT_FILE")
   printf '%s' "$summary"
@@ -55,9 +56,10 @@ output_summary() {
 
 # Runs a command with stdout and stderr both sent to our stderr (stdout stays machine-only), keeping a
 # copy in $OUTPUT_FILE for the failure message. Returns the command's status (pipefail).
+# The lock fd (9) is closed for the command so nothing it leaves running can hold the lock.
 run_captured() {
   : >"$OUTPUT_FILE"
-  "$@" 2>&1 | tee -- "$OUTPUT_FILE" >&2
+  "$@" 9>&- 2>&1 | tee -- "$OUTPUT_FILE" >&2
 }
 
 usage_error() {
@@ -74,14 +76,14 @@ setting_error() { SETTING_ERRORS+=("$1"); }
 
 require_bool() {
   local name=$1 value=$2
-  if [[ $value != true && $value != false ]]; then
+  if [[ "$value" != true && "$value" != false ]]; then
     setting_error "$name must be exactly 'true' or 'false', got '$value'"
   fi
 }
 
 require_absolute() {
   local name=$1 value=$2
-  if [[ $value != /* ]]; then
+  if [[ "$value" != /* ]]; then
     setting_error "$name must be an absolute path (starting with /), got '$value'"
   fi
 }
@@ -94,7 +96,7 @@ split_units() {
   # read -d '' consumes the whole value, newlines included, so a newline cannot hide a second name.
   IFS=' ' read -r -d '' -a out < <(printf '%s' "$value") || true
   for unit in "${out[@]}"; do
-    if [[ ${#unit} -gt 255 || ! $unit =~ $UNIT_RE ]]; then
+    if [[ ${#unit} -gt 255 || ! "$unit" =~ $UNIT_RE ]]; then
       setting_error "$name: '$unit' is not a systemd unit name (expected e.g. chezmoi-pre-update.service: letters, digits, ':', '-', '_', '.', '\\', optional @instance, a unit type suffix)"
     fi
   done
@@ -113,13 +115,13 @@ load_settings() {
   HOOKS=()
   REQUIRED_HOOKS=()
 
-  if [[ -z $CFG ]]; then
+  if [[ -z "$CFG" ]]; then
     setting_error "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)"
   else
     require_absolute AUTO_UPGRADE_CONFIG_PATH "$CFG"
   fi
-  [[ -n $HOST ]] || setting_error "AUTO_UPGRADE_FLAKE_HOST is required (the nixosConfigurations.<name> to build)"
-  if [[ -n $OWNER && ! $OWNER =~ $USER_RE ]]; then
+  [[ -n "$HOST" ]] || setting_error "AUTO_UPGRADE_FLAKE_HOST is required (the nixosConfigurations.<name> to build)"
+  if [[ -n "$OWNER" && ! "$OWNER" =~ $USER_RE ]]; then
     setting_error "AUTO_UPGRADE_USER must be a user name (letters, digits, '_', '-', '.'), got '$OWNER'"
   fi
   require_bool AUTO_UPGRADE_VALIDATE "$VALIDATE"
@@ -149,7 +151,7 @@ load_settings() {
 is_listed() {
   local needle=$1 item
   shift
-  for item; do [[ $item == "$needle" ]] && return 0; done
+  for item; do [[ "$item" == "$needle" ]] && return 0; done
   return 1
 }
 
@@ -209,12 +211,12 @@ fail() {
 
 on_exit() {
   local rc=$?
-  if ((rc != 0)) && [[ $STATUS_FINAL != true && -n $CURRENT_STEP ]]; then
+  if ((rc != 0)) && [[ "$STATUS_FINAL" != true && -n "$CURRENT_STEP" ]]; then
     STATUS_FINAL=true
     log "=== Step $CURRENT_STEP FAILED unexpectedly (exit $rc${ERR_AT:+, $ERR_AT}) ==="
     write_status failed "unexpected failure in step $CURRENT_STEP (exit $rc${ERR_AT:+, $ERR_AT})" || true
   fi
-  [[ -z $OUTPUT_FILE ]] || rm -f -- "$OUTPUT_FILE"
+  [[ -z "$OUTPUT_FILE" ]] || rm -f -- "$OUTPUT_FILE"
   return "$rc"
 }
 
@@ -223,18 +225,18 @@ on_exit() {
 # and would leave root-owned files in the user's checkout.
 
 require_checkout() {
-  [[ -d $CFG ]] || fail "$CURRENT_STEP FAILED: AUTO_UPGRADE_CONFIG_PATH $CFG is not a directory"
+  [[ -d "$CFG" ]] || fail "$CURRENT_STEP FAILED: AUTO_UPGRADE_CONFIG_PATH $CFG is not a directory"
 }
 
 resolve_owner() {
-  if [[ -z $OWNER ]]; then
+  if [[ -z "$OWNER" ]]; then
     OWNER=$(stat -c %U -- "$CFG") || fail "$CURRENT_STEP FAILED: cannot read the owner of $CFG"
   fi
   ME=$(id -un)
 }
 
 git_as_owner() {
-  if [[ $OWNER == "$ME" ]]; then
+  if [[ "$OWNER" == "$ME" ]]; then
     git -C "$CFG" "$@"
   else
     runuser -u "$OWNER" -- git -C "$CFG" "$@"
@@ -316,10 +318,10 @@ step_switch() {
   validated=$(readlink -e -- "$VALIDATED_LINK") ||
     fail "Switch REFUSED: no validated build at $VALIDATED_LINK (run validate first)"
   path=${1:-$validated}
-  if [[ $path != "$validated" ]]; then
+  if [[ "$path" != "$validated" ]]; then
     fail "Switch REFUSED: $path is not the validated build ($validated)"
   fi
-  [[ -x $path/bin/switch-to-configuration ]] ||
+  [[ -x "$path/bin/switch-to-configuration" ]] ||
     fail "Switch REFUSED: $path has no bin/switch-to-configuration"
   log "=== Switching to $path ==="
   if ! run_captured nix-env -p "$PROFILE" --set "$path"; then
@@ -350,7 +352,7 @@ switch_unvalidated() {
 # Commit-back: local config changes are committed and pushed; a failed push keeps the commit and warns.
 step_commit() {
   begin_step commit "Commit-back"
-  if [[ $COMMIT != true ]]; then
+  if [[ "$COMMIT" != true ]]; then
     step_succeeded "Commit-back skipped: commit-back disabled (AUTO_UPGRADE_COMMIT=false)"
     return 0
   fi
@@ -386,7 +388,7 @@ step_commit() {
 step_run() {
   check_hooks_ran
   step_pull
-  if [[ $VALIDATE == true ]]; then
+  if [[ "$VALIDATE" == true ]]; then
     step_validate
     step_switch "$VALIDATED_PATH"
   else
@@ -398,7 +400,7 @@ step_run() {
 }
 
 step_status() {
-  [[ -f $STATUS_FILE ]] || { log "auto-upgrade: no status record yet ($STATUS_FILE)"; exit 1; }
+  [[ -f "$STATUS_FILE" ]] || { log "auto-upgrade: no status record yet ($STATUS_FILE)"; exit 1; }
   cat -- "$STATUS_FILE"
 }
 
@@ -408,14 +410,14 @@ main() {
   local step=${1:-run}
   (($# == 0)) || shift
   is_listed "$step" "${STEPS[@]}" || usage_error "unknown step '$step'"
-  if [[ $step == switch ]]; then
+  if [[ "$step" == switch ]]; then
     (($# <= 1)) || usage_error "switch takes at most one STORE_PATH"
   else
     (($# == 0)) || usage_error "step '$step' takes no arguments"
   fi
 
   load_settings
-  if [[ $step == status ]]; then
+  if [[ "$step" == status ]]; then
     step_status
     return 0
   fi
@@ -435,7 +437,7 @@ main() {
   trap 'exit 143' TERM
   trap 'exit 130' INT
 
-  case $step in
+  case "$step" in
     hooks) step_hooks ;;
     pull) step_pull ;;
     validate)
@@ -449,7 +451,7 @@ main() {
     commit) step_commit ;;
     run)
       step_run
-      [[ -z ${SWITCHED_PATH:-} ]] || printf '%s\n' "$SWITCHED_PATH"
+      [[ -z "${SWITCHED_PATH:-}" ]] || printf '%s\n' "$SWITCHED_PATH"
       ;;
   esac
 }
