@@ -34,8 +34,8 @@ export interface HostStatus {
   readonly switchedSystem: string;
   /** sha256 of every rendered file, by path. */
   readonly files: Record<string, string>;
-  /** Commit-back result: the script's stdout, or "disabled". */
-  readonly commit: string;
+  /** Whether the host commits and pushes its config changes after switching. */
+  readonly commitBack: boolean;
 }
 
 const slug = (path: string) => path.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
@@ -81,17 +81,19 @@ export class Host extends pulumi.ComponentResource {
     const switched = run("switch", validate.stdout.apply((p) => stepCommand(host, "switch", timeouts.switch, [p])), [validate]);
     this.switchedSystem = switched.stdout;
 
-    let commit: pulumi.Output<string> = pulumi.output("disabled");
+    const steps: command.remote.Command[] = [switched];
     if (host.settings.hostCanCommitConfig) {
-      commit = run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]).stdout;
+      // A push failure is only a warning (logged on the host), so this step fails only if the commit does.
+      steps.push(run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]));
     }
 
-    this.status = pulumi.all([validate.stdout, switched.stdout, commit]).apply(([validatedPath, switchedSystem, c]) => ({
+    // Resolves once every step has run, so the status never reports a half-done host as done.
+    this.status = pulumi.all([validate.stdout, switched.stdout, ...steps.map((r) => r.stdout)]).apply(([validatedPath, switchedSystem]) => ({
       role: host.role,
       validatedPath,
       switchedSystem,
       files: hashes,
-      commit: c,
+      commitBack: host.settings.hostCanCommitConfig,
     }));
     this.registerOutputs({ validatedPath: this.validatedPath, switchedSystem: this.switchedSystem, status: this.status });
   }

@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import * as path from "node:path";
-import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
+import { LocalWorkspace, PulumiCommand, type Stack } from "@pulumi/pulumi/automation";
 import { fleetProgram } from "../components/program";
 import { readStackFile } from "../config/stack";
 import type { Fleet } from "./fleet";
@@ -20,9 +20,10 @@ export function toolchainBin(): string {
 }
 
 /** Offline settings for the CLI: local backend, passphrase secrets, no update check, no plugin downloads. */
-export function offlineEnv(dir: string): Record<string, string> {
+export function offlineEnv(dir: string, bin: string): Record<string, string> {
   return {
-    PATH: `${toolchainBin()}:${process.env.PATH}`,
+    // The CLI finds the command provider on PATH.
+    PATH: `${bin}:${process.env.PATH}`,
     PULUMI_BACKEND_URL: `file://${path.join(dir, "state")}`,
     PULUMI_HOME: path.join(dir, "pulumi-home"),
     PULUMI_CONFIG_PASSPHRASE: "nixfleet-simulated-fleet",
@@ -49,12 +50,14 @@ export function demoConfig(fleet: Fleet, stackFile = path.join(REPO, "stacks", "
 export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: string; config: Record<string, unknown> }): Promise<Stack> {
   mkdirSync(path.join(opts.dir, "state"), { recursive: true });
   mkdirSync(path.join(opts.dir, "work"), { recursive: true });
+  const bin = toolchainBin();
   const stack = await LocalWorkspace.createOrSelectStack(
     { stackName: opts.stackName ?? "demo", projectName: "nixfleet", program: async () => fleetProgram() },
     {
       workDir: path.join(opts.dir, "work"),
       projectSettings: { name: "nixfleet", runtime: "nodejs" },
-      envVars: offlineEnv(opts.dir),
+      envVars: offlineEnv(opts.dir, bin),
+      pulumiCommand: await PulumiCommand.get({ root: path.dirname(bin) }),
     },
   );
   await setFleetConfig(stack, opts.config, opts.fleet.privateKey);

@@ -18,7 +18,7 @@ async function main() {
     const result = await stack.up({ onOutput: (out) => process.stdout.write(out), continueOnError: true });
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
-    const status = (result.outputs.hosts?.value ?? {}) as Record<string, { role: string; validatedPath: string; switchedSystem: string; commit: string }>;
+    const status = (result.outputs.hosts?.value ?? {}) as Record<string, { role: string; validatedPath: string; switchedSystem: string }>;
     const rows = await Promise.all(
       fleet.hosts.map(async (h) => {
         const s = status[h.name];

@@ -53,10 +53,13 @@ interface HostSpec {
   stateDir?: string;
 }
 
+// Built by hand, not through the zod schema, so the Nix layer can be fed values the schema would
+// refuse (quotes, "$", spaces) and shown to carry them verbatim as data.
 function resolvedHost(spec: HostSpec): ResolvedHost {
   const roleSettings = { ...ROLE_DEFAULTS[spec.role], ...spec.roleSettings };
   const overrides = spec.overrides ?? {};
   return {
+    index: 0,
     name: spec.name,
     role: spec.role,
     address: "127.0.0.1",
