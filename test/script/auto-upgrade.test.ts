@@ -1,7 +1,8 @@
 // Runs the real upgrade script (nix/modules/services/system/auto-upgrade.sh) under real bash, with real
 // coreutils/jq/flock and fake nh, git, systemctl, logger, runuser, nix-env (test/script/fakes/) first on
 // PATH. The fakes record their argv as JSON lines; assertions are on those calls, the exit code, the log
-// (the fake logger's journal and stderr) and status.json.
+// (the fake logger's journal and stderr) and status.json. Test 4b uses the real git instead, against a
+// local bare origin, for the commit-back race between two hosts.
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -312,7 +313,7 @@ describe("3. git pull fails (no network)", () => {
 });
 
 describe("4. commit-back", () => {
-  it("COMMIT=true: add, commit with the exact message, push HEAD:branch, after the switch", async () => {
+  it("COMMIT=true: add, commit with the exact message, rebase onto the branch, push HEAD:branch, after the switch", async () => {
     const sb = sandbox();
     const r = await run(sb, ["run"], { AUTO_UPGRADE_COMMIT: "true" });
     expect(r.status).toBe(0);
@@ -322,8 +323,10 @@ describe("4. commit-back", () => {
       ["add", "-A"],
       ["diff", "--cached", "--quiet"],
       ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
+      ["pull", "--rebase", "--no-autostash", "--", "origin", "main"],
       ["push", "--", "origin", "HEAD:main"],
     ]);
+    expect(git.every((c) => c.argv[0] === "-C" && c.argv[1] === sb.cfg)).toBe(true);
     const all = calls(sb);
     const switched = all.findIndex((c) => c.cmd === "switch-to-configuration");
     const committed = all.findIndex((c) => c.cmd === "git" && c.argv[2] === "commit");
@@ -337,16 +340,73 @@ describe("4. commit-back", () => {
     const r = await run(sb, ["run"], { AUTO_UPGRADE_COMMIT: "true", FAKE_GIT_PUSH_FAIL: "1" });
     expect(r.status).toBe(0);
     expectLogged(sb, r, /^=== Commit-back push FAILED \(warning\): .*Could not read from remote repository\. ===$/);
-    expect(gitVerbs(sb)).toEqual(["pull", "add", "diff", "commit", "push"]);
+    expect(gitVerbs(sb)).toEqual(["pull", "add", "diff", "commit", "pull", "push"]);
+    // The push was attempted only after rebasing onto the branch, and nothing was undone.
+    const git = callsOf(sb, "git").map((c) => c.argv.slice(2));
+    const rebased = git.findIndex((a) => a[0] === "pull" && a[1] === "--rebase");
+    const pushed = git.findIndex((a) => a[0] === "push");
+    expect(git[rebased]).toEqual(["pull", "--rebase", "--no-autostash", "--", "origin", "main"]);
+    expect(rebased).toBeGreaterThan(git.findIndex((a) => a[0] === "commit"));
+    expect(pushed).toBe(rebased + 1);
+    expect(git.some((a) => a[0] === "rebase")).toBe(false);
     const s = status(sb);
     expect(s).toMatchObject({ step: "run", result: "success" });
-    expect(s.message).toMatch(/warning: commit-back push failed, commit kept locally/);
+    expect(s.message).toMatch(/warning: commit-back push failed, commit kept locally: .*Could not read from remote repository\.\)$/);
 
     const sb2 = sandbox();
     const c = await run(sb2, ["commit"], { AUTO_UPGRADE_COMMIT: "true", FAKE_GIT_PUSH_FAIL: "1" });
     expect(c.status).toBe(0);
     expect(status(sb2)).toMatchObject({ step: "commit", result: "success" });
     expect(status(sb2).message).toMatch(/push FAILED \(warning\)/);
+  });
+
+  it("a failed rebase onto the branch is a warning: exit 0, rebase aborted, no push, warning logged and recorded", async () => {
+    const sb = sandbox();
+    const r = await run(sb, ["run"], { AUTO_UPGRADE_COMMIT: "true", FAKE_GIT_REBASE_FAIL: "1" });
+    expect(r.status).toBe(0);
+    expect(callsOf(sb, "git").map((c) => c.argv.slice(2))).toEqual([
+      ["pull", "--ff-only", "--", "origin", "main"],
+      ["add", "-A"],
+      ["diff", "--cached", "--quiet"],
+      ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
+      ["pull", "--rebase", "--no-autostash", "--", "origin", "main"],
+      ["rebase", "--abort"],
+    ]);
+    expectLogged(
+      sb,
+      r,
+      /^=== Commit-back rebase FAILED \(warning\): CONFLICT \(content\): Merge conflict in flake\.lock \| .*Could not apply abc1234\.\.\. chore: auto-update ===$/,
+    );
+    expect(journal(sb)).toContain("git: CONFLICT (content): Merge conflict in flake.lock");
+    expect(journal(sb).some((m) => /push/i.test(m))).toBe(false);
+    const s = status(sb);
+    expect(s).toMatchObject({ step: "run", result: "success" });
+    expect(s.message).toMatch(
+      /\(warning: commit-back could not rebase onto origin\/main, commit kept locally: CONFLICT \(content\): Merge conflict in flake\.lock .*\)$/,
+    );
+
+    // The commit step alone, as another user: the abort goes through runuser like every git call.
+    const sb2 = sandbox();
+    const c = await run(sb2, ["commit"], {
+      AUTO_UPGRADE_COMMIT: "true",
+      AUTO_UPGRADE_USER: "alice",
+      AUTO_UPGRADE_REMOTE: "upstream",
+      AUTO_UPGRADE_BRANCH: "release",
+      FAKE_GIT_REBASE_FAIL: "1",
+    });
+    expect(c.status).toBe(0);
+    expect(callsOf(sb2, "runuser").map((x) => x.argv.slice(6))).toEqual([
+      ["add", "-A"],
+      ["diff", "--cached", "--quiet"],
+      ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
+      ["pull", "--rebase", "--no-autostash", "--", "upstream", "release"],
+      ["rebase", "--abort"],
+    ]);
+    expect(callsOf(sb2, "runuser").every((x) => x.argv.slice(0, 6).join("\0") === ["-u", "alice", "--", "git", "-C", sb2.cfg].join("\0"))).toBe(true);
+    expect(callsOf(sb2, "git").every((x) => x.user === "alice")).toBe(true);
+    expect(callsOf(sb2, "git")).toHaveLength(5);
+    expect(status(sb2)).toMatchObject({ step: "commit", result: "success" });
+    expect(status(sb2).message).toMatch(/^Commit-back committed locally; rebase onto upstream\/release FAILED \(warning\): CONFLICT/);
   });
 
   it("COMMIT=false (and by default): no git add/commit/push at all", async () => {
@@ -380,6 +440,83 @@ describe("4. commit-back", () => {
     expectLogged(sb, r, /Commit-back FAILED: git commit: Author identity unknown/);
     expect(gitVerbs(sb)).toEqual(["add", "diff", "commit"]);
     expect(status(sb)).toMatchObject({ step: "commit", result: "failed" });
+  });
+});
+
+describe("4b. commit-back with real git: two hosts committing back to the same branch", () => {
+  it("the second host rebases onto the first host's commit: both pushed, linear history, ff-only pulls keep working", async () => {
+    const sb = sandbox();
+    fs.rmSync(path.join(sb.bin, "git")); // the real git from here on; the fake logger still records the journal
+    const me = spawnSync("id", ["-un"], { encoding: "utf8" }).stdout.trim();
+    const gitEnv: Env = {
+      GIT_CONFIG_NOSYSTEM: "1",
+      GIT_CONFIG_GLOBAL: "/dev/null",
+      GIT_AUTHOR_NAME: "auto-upgrade",
+      GIT_AUTHOR_EMAIL: "auto-upgrade@example.invalid",
+      GIT_COMMITTER_NAME: "auto-upgrade",
+      GIT_COMMITTER_EMAIL: "auto-upgrade@example.invalid",
+    };
+    const git = (cwd: string, ...args: string[]) => {
+      const r = spawnSync("git", args, { cwd, encoding: "utf8", env: { ...process.env, HOME: sb.root, ...gitEnv } });
+      expect(r.status, `git ${args.join(" ")}:\n${r.stdout}${r.stderr}`).toBe(0);
+      return r.stdout.trim();
+    };
+    const origin = path.join(sb.root, "origin.git");
+    const [a, b] = [path.join(sb.root, "desktop"), path.join(sb.root, "laptop")];
+    git(sb.root, "init", "-q", "--bare", "-b", "main", origin);
+    git(sb.root, "init", "-q", "-b", "main", sb.cfg);
+    fs.writeFileSync(path.join(sb.cfg, "flake.nix"), "{ }\n");
+    git(sb.cfg, "add", "-A");
+    git(sb.cfg, "commit", "-q", "-m", "seed");
+    git(sb.cfg, "push", "-q", origin, "main");
+    // Both hosts are up to date with origin before either commits back.
+    git(sb.root, "clone", "-q", origin, a);
+    git(sb.root, "clone", "-q", origin, b);
+
+    const commitBack = (cfg: string, host: string) =>
+      run(sb, ["commit"], {
+        ...gitEnv,
+        AUTO_UPGRADE_CONFIG_PATH: cfg,
+        AUTO_UPGRADE_FLAKE_HOST: host,
+        AUTO_UPGRADE_STATE_DIR: path.join(sb.root, `state-${host}`),
+        AUTO_UPGRADE_USER: me,
+        AUTO_UPGRADE_COMMIT: "true",
+      });
+    const statusOf = (host: string) =>
+      JSON.parse(fs.readFileSync(path.join(sb.root, `state-${host}`, "status.json"), "utf8")) as Status;
+
+    fs.writeFileSync(path.join(a, "desktop.lock"), "desktop\n");
+    const ra = await commitBack(a, "desktop");
+    expect(ra.status, ra.stderr).toBe(0);
+    expect(statusOf("desktop")).toMatchObject({ step: "commit", result: "success", message: "Commit-back PASSED: pushed to origin main" });
+
+    // The laptop's checkout is now behind origin; without the rebase its push would be refused.
+    fs.writeFileSync(path.join(b, "laptop.lock"), "laptop\n");
+    const rb = await commitBack(b, "laptop");
+    expect(rb.status, rb.stderr).toBe(0);
+    expect(rb.stderr).not.toMatch(/FAILED/);
+    expect(statusOf("laptop")).toMatchObject({ step: "commit", result: "success", message: "Commit-back PASSED: pushed to origin main" });
+
+    // Origin: seed, then the desktop's commit, then the laptop's on top; no merge commits.
+    expect(git(origin, "log", "--format=%s", "main").split("\n")).toEqual([
+      expect.stringMatching(/^chore\(laptop\): auto-update /),
+      expect.stringMatching(/^chore\(desktop\): auto-update /),
+      "seed",
+    ]);
+    expect(git(origin, "rev-list", "--merges", "main")).toBe("");
+    expect(git(origin, "ls-tree", "-r", "--name-only", "main").split("\n").sort()).toEqual([
+      "desktop.lock",
+      "flake.nix",
+      "laptop.lock",
+    ]);
+    expect(git(b, "rev-parse", "HEAD")).toBe(git(origin, "rev-parse", "main"));
+    expect(git(b, "status", "--porcelain")).toBe("");
+
+    // The next timer run's `git pull --ff-only` succeeds on both hosts.
+    git(b, "pull", "--ff-only", "--", "origin", "main");
+    git(a, "pull", "--ff-only", "--", "origin", "main");
+    expect(git(a, "rev-parse", "HEAD")).toBe(git(origin, "rev-parse", "main"));
+    expect(fs.readFileSync(path.join(a, "laptop.lock"), "utf8")).toBe("laptop\n");
   });
 });
 
@@ -483,10 +620,16 @@ describe("7. git runs as the checkout owner", () => {
     const r = await run(sb, ["run"], { AUTO_UPGRADE_USER: "alice", AUTO_UPGRADE_COMMIT: "true" });
     expect(r.status).toBe(0);
     const ru = callsOf(sb, "runuser");
-    expect(ru.map((c) => c.argv.slice(0, 6))).toEqual(
-      ["pull", "add", "diff", "commit", "push"].map((verb) => ["-u", "alice", "--", "git", "-C", sb.cfg]),
-    );
-    expect(ru[0].argv).toEqual(["-u", "alice", "--", "git", "-C", sb.cfg, "pull", "--ff-only", "--", "origin", "main"]);
+    const prefix = ["-u", "alice", "--", "git", "-C", sb.cfg];
+    expect(ru.map((c) => c.argv)).toEqual([
+      [...prefix, "pull", "--ff-only", "--", "origin", "main"],
+      [...prefix, "add", "-A"],
+      [...prefix, "diff", "--cached", "--quiet"],
+      [...prefix, "commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
+      [...prefix, "pull", "--rebase", "--no-autostash", "--", "origin", "main"],
+      [...prefix, "push", "--", "origin", "HEAD:main"],
+    ]);
+    expect(callsOf(sb, "git")).toHaveLength(ru.length);
     expect(callsOf(sb, "git").every((c) => c.user === "alice")).toBe(true);
   });
 
@@ -563,7 +706,9 @@ describe("9. hostile values stay data", () => {
     const git = callsOf(sb, "git");
     expect(git[0].argv).toEqual(["-C", sb.cfg, "pull", "--ff-only", "--", `-origin ${evil}`, `main ${evil}`]);
     expect(git[3].argv[4].startsWith(`chore(${host}): auto-update `)).toBe(true);
-    expect(git[4].argv).toEqual(["-C", sb.cfg, "push", "--", `-origin ${evil}`, `HEAD:main ${evil}`]);
+    expect(git[4].argv).toEqual(["-C", sb.cfg, "pull", "--rebase", "--no-autostash", "--", `-origin ${evil}`, `main ${evil}`]);
+    expect(git[5].argv).toEqual(["-C", sb.cfg, "push", "--", `-origin ${evil}`, `HEAD:main ${evil}`]);
+    expect(git).toHaveLength(6);
     expect(callsOf(sb, "nh")[0].argv).toEqual(["os", "build", "-R", "-H", host, "-o", validatedLink(sb), "--", sb.cfg]);
     expect(status(sb).host).toBe(host);
   });
