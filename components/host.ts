@@ -73,7 +73,11 @@ export class Host extends pulumi.ComponentResource {
     const filesHash = sha256(JSON.stringify(hashes));
 
     // stdin is the file's text, so `pulumi preview --diff` shows the Nix diff per file.
-    const copies = files.map((f) => run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), [], undefined, f.content));
+    // One after another: each stages its file, and concurrent `git add`s collide on the index lock.
+    const copies: command.remote.Command[] = [];
+    for (const f of files) {
+      copies.push(run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), copies.slice(-1), undefined, f.content));
+    }
     const hooks = run("hooks", stepCommand(host, "hooks", timeouts.hooks), copies, [filesHash]);
     const validate = run("validate", stepCommand(host, "validate", timeouts.validate), [hooks], [filesHash]);
     this.validatedPath = validate.stdout;
