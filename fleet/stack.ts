@@ -19,13 +19,15 @@ export function toolchainBin(): string {
   return out.trim().split("\n").pop()!;
 }
 
-/** Offline settings for the CLI: local backend, passphrase secrets, no update check, no plugin downloads. */
+/**
+ * Offline settings for the CLI: local backend, passphrase secrets, no update check, no plugin
+ * downloads; the command provider comes from the toolchain's PULUMI_HOME (toolchain/build.sh).
+ */
 export function offlineEnv(dir: string, bin: string): Record<string, string> {
   return {
-    // The CLI finds the command provider on PATH.
-    PATH: `${bin}:${process.env.PATH}`,
     PULUMI_BACKEND_URL: `file://${path.join(dir, "state")}`,
-    PULUMI_HOME: path.join(dir, "pulumi-home"),
+    PULUMI_HOME: path.join(path.dirname(bin), "home"),
+    PULUMI_IGNORE_AMBIENT_PLUGINS: "true",
     PULUMI_CONFIG_PASSPHRASE: "nixfleet-simulated-fleet",
     PULUMI_SKIP_UPDATE_CHECK: "true",
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",

@@ -109,4 +109,16 @@ else
 	log "built pulumi-resource-command in $((SECONDS - start)) s ($(du -h "$bin/pulumi-resource-command" | cut -f1))"
 fi
 
+# ---- install the provider as a plugin ---------------------------------------------------------------------
+# Installed into the toolchain's own PULUMI_HOME, callers can set PULUMI_IGNORE_AMBIENT_PLUGINS=true and the
+# engine stops warning "using pulumi-resource-command from $PATH" on every operation.
+home="$cache/home"
+plugin_stamp="$prov_stamp $cli_stamp"
+if [[ "$(cat "$home/.plugin.stamp" 2>/dev/null)" != "$plugin_stamp" ]]; then
+	mkdir -p "$home"
+	PULUMI_HOME="$home" PULUMI_SKIP_UPDATE_CHECK=true "$bin/pulumi" plugin install resource command "v$command_version" \
+		--reinstall --file "$bin/pulumi-resource-command" >&2
+	printf '%s\n' "$plugin_stamp" >"$home/.plugin.stamp"
+fi
+
 printf '%s\n' "$bin"
