@@ -65,7 +65,7 @@ export function putFileCommand(host: ResolvedHost, file: RenderedFile, timeoutSe
     'tmp=$(mktemp "$f.nixfleet.XXXXXX")',
     'cat > "$tmp"',
     '[ "$(sha256sum < "$tmp" | cut -c1-64)" = "$want" ] || { rm -f "$tmp"; echo "nixfleet: $rel arrived damaged" >&2; exit 3; }',
-    'chmod 0644 "$tmp"; chown --reference="$cfg" "$tmp"',
+    `chmod ${file.content.startsWith("#!") ? "0755" : "0644"} "$tmp"; chown --reference="$cfg" "$tmp"`,
     'mv -f "$tmp" "$f"',
     'echo "$want" > "$rec"',
     // git as the checkout's owner: root on a user's repo fails with "dubious ownership".

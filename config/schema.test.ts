@@ -26,6 +26,8 @@ describe("parseFleetConfig: bad input names the config key and says what is allo
     [{ branch: "a b" }, /branch: "a b": must not contain spaces/],
     [{ configPath: "home/evie" }, /^nixfleet:hosts\[2\]\.configPath: "home\/evie": must be an absolute path/],
     [{ configPath: "/home/../etc" }, /configPath: "\/home\/\.\.\/etc": must not contain '\.\.'/],
+    [{ configPath: "/home//evie" }, /configPath: "\/home\/\/evie": must be a clean path/],
+    [{ preUpdateHooks: ["-x.service"] }, /preUpdateHooks\[0\]: "-x\.service" is not a systemd unit name; allowed: .*not "-" first/],
     [{ name: "Malphas_1" }, /^nixfleet:hosts\[2\]\.name: "Malphas_1" is not allowed; allowed: an RFC 1123 label/],
     [{ address: "bad_host!" }, /^nixfleet:hosts\[2\]\.address: "bad_host!" is not allowed; allowed: an RFC 1123 hostname or an IPv4\/IPv6 address/],
     [{ hostCanCommitConfig: "true" }, /^nixfleet:hosts\[2\]\.hostCanCommitConfig: must be true or false/],

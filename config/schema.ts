@@ -10,9 +10,10 @@ import { z } from "zod";
 export const ROLES = ["desktop", "laptop", "server", "pi"] as const;
 export type Role = (typeof ROLES)[number];
 
-const UNIT_SUFFIXES = ["service", "socket", "target", "timer", "path", "mount", "slice", "scope"];
-// systemd.unit(5): letters, digits and ":-_.\" plus one "@" for templates, at most 255 chars.
-const UNIT_NAME = new RegExp(`^[A-Za-z0-9:_.\\\\-]+(@[A-Za-z0-9:_.\\\\-]*)?\\.(${UNIT_SUFFIXES.join("|")})$`);
+// systemd.unit(5) names, the same rule as the module's assertion and the script's UNIT_RE: letters,
+// digits and ":-_.\" (not "-" first), one "@" for a template, a unit type suffix; at most 255 chars.
+const UNIT_SUFFIXES = ["service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope"];
+const UNIT_NAME = new RegExp(`^[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(${UNIT_SUFFIXES.join("|")})$`);
 // RFC 1123 label; a host's name is also its flake attribute and folder name.
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -40,6 +41,7 @@ export function pathProblem(p: string): string | undefined {
   if (/[\x00-\x1f\x7f]/.test(p)) return "must not contain control characters";
   if (p.split("/").some((seg) => seg === "..")) return "must not contain '..'";
   if (p.length > 1 && p.endsWith("/")) return "must not end with '/'";
+  if (/\/\.?\//.test(`${p}/`.slice(1))) return "must be a clean path: no '//' or '/./'";
   return undefined;
 }
 
@@ -48,7 +50,7 @@ const bool = () => z.boolean({ error: "must be true or false (a boolean, not a s
 
 const unitName = z.string().refine((s) => s.length <= 255 && UNIT_NAME.test(s), {
   error: (iss) =>
-    `${JSON.stringify(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
+    `${JSON.stringify(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (not "-" first; one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
 });
 
 const withProblem = (problem: (s: string) => string | undefined) =>
