@@ -1,10 +1,12 @@
 // `npm run demo`: start the simulated fleet (fleet/README.md), run `pulumi up` on the demo stack
 // with the real engine and a local backend, and print per host what was validated and switched.
 // Run it again and nothing changes: the second `up` runs no remote command.
+import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { currentSystem, startFleet } from "../fleet/fleet";
 import { demoConfig, fleetStack } from "../fleet/stack";
+import type { UpResult } from "@pulumi/pulumi/automation";
 
 const short = (p: string | null | undefined) => (p ? p.replace(/^\/nix\/store\/([a-z0-9]{8})[a-z0-9]*-/, "/nix/store/$1…-") : "-");
 
@@ -15,30 +17,40 @@ async function main() {
   try {
     const stack = await fleetStack({ fleet, dir: path.join(root, "pulumi"), config: demoConfig(fleet) });
     const started = Date.now();
-    const result = await stack.up({ onOutput: (out) => process.stdout.write(out), continueOnError: true });
+    let result: UpResult | undefined;
+    try {
+      // A host that fails stops only itself; the table below shows where each host stands.
+      result = await stack.up({ onOutput: (out) => process.stdout.write(out), continueOnError: true });
+    } catch (e) {
+      console.error(`\npulumi up failed: ${e instanceof Error ? e.message.split("\n").filter((l) => /error:/.test(l)).join("\n") : e}`);
+      process.exitCode = 1;
+    }
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
-    const status = (result.outputs.hosts?.value ?? {}) as Record<string, { role: string; validatedPath: string; switchedSystem: string }>;
+    // Read back from each host itself: the GC-rooted validated build, the active system, the status record.
     const rows = await Promise.all(
       fleet.hosts.map(async (h) => {
-        const s = status[h.name];
+        const validated = await fs.realpath(path.join(h.stateDir, "validated")).catch(() => null);
         const current = await currentSystem(h);
-        const same = s && current === s.validatedPath && s.switchedSystem === s.validatedPath;
-        return [h.name, h.role, short(s?.validatedPath), short(s?.switchedSystem), short(current), same ? "yes" : "NO"];
+        const status = JSON.parse(await fs.readFile(path.join(h.stateDir, "status.json"), "utf8").catch(() => "{}"));
+        const last = status.step ? `${status.step}: ${status.result}` : "-";
+        return [h.name, h.role, short(validated), short(current), validated !== null && current === validated ? "yes" : "NO", last];
       }),
     );
-    const header = ["host", "role", "validated", "switched", "current system", "current = validated"];
+    const header = ["host", "role", "validated", "current system", "current = validated", "last step"];
     const widths = header.map((_, i) => Math.max(...[header, ...rows].map((r) => r[i].length)));
-    const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ");
+    const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
     console.log(`\n${line(header)}\n${widths.map((w) => "-".repeat(w)).join("  ")}\n${rows.map(line).join("\n")}`);
 
-    const changes = Object.entries(result.summary.resourceChanges ?? {}).filter(([op]) => op !== "same");
-    console.log(
-      changes.length === 0
-        ? `\nno changes: nothing ran on any host (${seconds}s)`
-        : `\n${changes.map(([op, n]) => `${n} ${op}`).join(", ")} in ${seconds}s; run \`npm run demo\` again: it changes nothing`,
-    );
-    if (rows.some((r) => r[5] !== "yes")) process.exitCode = 1;
+    if (result) {
+      const changes = Object.entries(result.summary.resourceChanges ?? {}).filter(([op]) => op !== "same");
+      console.log(
+        changes.length === 0
+          ? `\nno changes: nothing ran on any host (${seconds}s)`
+          : `\n${changes.map(([op, n]) => `${n} ${op}`).join(", ")} in ${seconds}s; run \`npm run demo\` again: it changes nothing`,
+      );
+    }
+    if (rows.some((r) => r[4] !== "yes")) process.exitCode = 1;
   } finally {
     await fleet.stop();
   }

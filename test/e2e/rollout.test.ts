@@ -86,6 +86,32 @@ describe("pulumi against the simulated fleet", () => {
     expect(await allSessions()).toEqual(before);
   });
 
+  it("a setting of one host re-runs the steps on that host only", async () => {
+    const before = await allSessions();
+    const hosts = (config["nixfleet:hosts"] as Record<string, unknown>[]).map((h) => (h.name === "pi" ? { ...h, schedule: "Sat 02:00" } : h));
+    config = { ...config, "nixfleet:hosts": hosts };
+    await setFleetConfig(stack, config, fleet.privateKey);
+    const touched = new Set<string>();
+    await stack.up({
+      onEvent: (e) => {
+        const m = e.resourcePreEvent?.metadata;
+        if (m && m.op !== "same") touched.add(m.urn.split("::").pop()!);
+      },
+    });
+    expect([...touched].sort()).toEqual(["pi-file-hosts-pi-nixfleet-nix", "pi-hooks", "pi-switch", "pi-validate"]);
+    const after = await allSessions();
+    for (const h of fleet.hosts) (h.name === "pi" ? expect(after[h.name]).toBeGreaterThan(before[h.name]) : expect(after[h.name]).toBe(before[h.name]));
+  });
+
+  it("keeps the SSH private key out of the state in clear", async () => {
+    const stateFile = path.join(dir, "pulumi", "state", ".pulumi", "stacks", "nixfleet", "e2e.json");
+    const state = await fs.readFile(stateFile, "utf8");
+    const keyBody = fleet.privateKey.split("\n")[1];
+    expect(state).toContain("ciphertext");
+    expect(state).not.toContain(keyBody);
+    expect(state).not.toContain("PRIVATE KEY");
+  });
+
   it("a host whose config does not build fails at validation and keeps its generation; the others upgrade (plan's Test 1)", async () => {
     const broken = host("griefling");
     const file = path.join(broken.checkout, "hosts", "griefling", "configuration.nix");
@@ -94,11 +120,11 @@ describe("pulumi against the simulated fleet", () => {
     const before = Object.fromEntries(await Promise.all(fleet.hosts.map(async (h) => [h.name, await currentSystem(h)] as const)));
     const gensBefore = await generations(broken);
 
-    await setFleetConfig(stack, withRoles({ schedule: "05:00" }), fleet.privateKey);
+    await setFleetConfig(stack, withRoles({ randomizedDelaySec: "5min" }), fleet.privateKey);
     // A changed file: preview --diff shows the changed Nix line, old and new.
     const preview = await stack.preview({ diff: true });
-    expect(preview.stdout).toMatch(/-\s+schedule = lib\.mkDefault "04:00";/);
-    expect(preview.stdout).toMatch(/\+\s+schedule = lib\.mkDefault "05:00";/);
+    expect(preview.stdout).toMatch(/-\s+randomizedDelaySec = lib\.mkDefault "30min";/);
+    expect(preview.stdout).toMatch(/\+\s+randomizedDelaySec = lib\.mkDefault "5min";/);
     await expect(stack.up({ continueOnError: true })).rejects.toThrow(/griefling-validate/);
 
     expect(await currentSystem(broken)).toBe(before.griefling);
@@ -127,7 +153,7 @@ describe("pulumi against the simulated fleet", () => {
     await fs.writeFile(role, edited);
     const system = await currentSystem(h);
 
-    await setFleetConfig(stack, withRoles({ schedule: "06:00" }), fleet.privateKey);
+    await setFleetConfig(stack, withRoles({ randomizedDelaySec: "6min" }), fleet.privateKey);
     await expect(stack.up({ continueOnError: true })).rejects.toThrow(/refusing to overwrite .*roles\/form-pi\.nix: it was edited on the host since nixfleet last wrote it/);
     expect(await fs.readFile(role, "utf8")).toBe(edited);
     expect(await currentSystem(h)).toBe(system);
@@ -136,7 +162,7 @@ describe("pulumi against the simulated fleet", () => {
     // Moving the edit away (as the error says) lets the next up through.
     await fs.rm(role);
     await stack.up({ continueOnError: true });
-    expect(await fs.readFile(role, "utf8")).toContain('schedule = lib.mkDefault "06:00";');
+    expect(await fs.readFile(role, "utf8")).toContain('randomizedDelaySec = lib.mkDefault "6min";');
   });
 
   it("the host's own timer workflow succeeds after a push and pulls cleanly: push and pull mode share the checkout", async () => {

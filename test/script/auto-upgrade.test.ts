@@ -335,20 +335,21 @@ describe("4. commit-back", () => {
     expect(status(sb)).toMatchObject({ step: "run", result: "success" });
   });
 
-  it("a failed push is a warning: exit 0, commit kept, warning logged and recorded", async () => {
+  it("a refused push is retried after a new rebase, three times, then a warning: exit 0, commit kept, warning logged and recorded", async () => {
     const sb = sandbox();
     const r = await run(sb, ["run"], { AUTO_UPGRADE_COMMIT: "true", FAKE_GIT_PUSH_FAIL: "1" });
     expect(r.status).toBe(0);
     expectLogged(sb, r, /^=== Commit-back push FAILED \(warning\): .*Could not read from remote repository\. ===$/);
-    expect(gitVerbs(sb)).toEqual(["pull", "add", "diff", "commit", "pull", "push"]);
-    // The push was attempted only after rebasing onto the branch, and nothing was undone.
+    expect(gitVerbs(sb)).toEqual(["pull", "add", "diff", "commit", "pull", "push", "pull", "push", "pull", "push"]);
+    // Every push attempt comes right after a rebase onto the branch, and nothing was undone.
     const git = callsOf(sb, "git").map((c) => c.argv.slice(2));
-    const rebased = git.findIndex((a) => a[0] === "pull" && a[1] === "--rebase");
-    const pushed = git.findIndex((a) => a[0] === "push");
-    expect(git[rebased]).toEqual(["pull", "--rebase", "--no-autostash", "--", "origin", "main"]);
-    expect(rebased).toBeGreaterThan(git.findIndex((a) => a[0] === "commit"));
-    expect(pushed).toBe(rebased + 1);
+    const commit = git.findIndex((a) => a[0] === "commit");
+    for (const i of [commit + 1, commit + 3, commit + 5]) {
+      expect(git[i]).toEqual(["pull", "--rebase", "--no-autostash", "--", "origin", "main"]);
+      expect(git[i + 1]).toEqual(["push", "--", "origin", "HEAD:main"]);
+    }
     expect(git.some((a) => a[0] === "rebase")).toBe(false);
+    expectLogged(sb, r, /^Commit-back: push attempt 1 refused, rebasing again: /);
     const s = status(sb);
     expect(s).toMatchObject({ step: "run", result: "success" });
     expect(s.message).toMatch(/warning: commit-back push failed, commit kept locally: .*Could not read from remote repository\.\)$/);
