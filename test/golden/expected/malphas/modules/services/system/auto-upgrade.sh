@@ -376,26 +376,30 @@ step_commit() {
   fi
   # Other hosts commit back to the same branch: replay ours on top of theirs first, or the push is
   # refused and the next `git pull --ff-only` finds the checkout diverged. The tree is clean here
-  # (everything was just committed), so a rebase can lose nothing; on conflict it is undone.
-  local why
-  if ! run_captured git_as_owner pull --rebase --no-autostash -- "$REMOTE" "$BRANCH"; then
+  # (everything was just committed), so a rebase can lose nothing; on conflict it is undone. Hosts
+  # rolled out together race for the branch, so a refused push is retried (after a new rebase).
+  local why attempt
+  for attempt in 1 2 3; do
+    if ! run_captured git_as_owner pull --rebase --no-autostash -- "$REMOTE" "$BRANCH"; then
+      journal_output git
+      why=$(output_summary)
+      git_as_owner rebase --abort >/dev/null 2>&1 || true
+      log "=== Commit-back rebase FAILED (warning): $why ==="
+      WARNINGS+="${WARNINGS:+; }commit-back could not rebase onto $REMOTE/$BRANCH, commit kept locally: $why"
+      write_status success "Commit-back committed locally; rebase onto $REMOTE/$BRANCH FAILED (warning): $why"
+      return 0
+    fi
+    if run_captured git_as_owner push -- "$REMOTE" "HEAD:$BRANCH"; then
+      step_succeeded "Commit-back PASSED: pushed to $REMOTE $BRANCH"
+      return 0
+    fi
     journal_output git
     why=$(output_summary)
-    git_as_owner rebase --abort >/dev/null 2>&1 || true
-    log "=== Commit-back rebase FAILED (warning): $why ==="
-    WARNINGS+="${WARNINGS:+; }commit-back could not rebase onto $REMOTE/$BRANCH, commit kept locally: $why"
-    write_status success "Commit-back committed locally; rebase onto $REMOTE/$BRANCH FAILED (warning): $why"
-    return 0
-  fi
-  if ! run_captured git_as_owner push -- "$REMOTE" "HEAD:$BRANCH"; then
-    journal_output git
-    why=$(output_summary)
-    log "=== Commit-back push FAILED (warning): $why ==="
-    WARNINGS+="${WARNINGS:+; }commit-back push failed, commit kept locally: $why"
-    write_status success "Commit-back committed locally; push FAILED (warning): $why"
-    return 0
-  fi
-  step_succeeded "Commit-back PASSED: pushed to $REMOTE $BRANCH"
+    ((attempt == 3)) || { log "Commit-back: push attempt $attempt refused, rebasing again: $why"; sleep "$attempt"; }
+  done
+  log "=== Commit-back push FAILED (warning): $why ==="
+  WARNINGS+="${WARNINGS:+; }commit-back push failed, commit kept locally: $why"
+  write_status success "Commit-back committed locally; push FAILED (warning): $why"
 }
 
 step_run() {
