@@ -30,8 +30,8 @@ function host(fields: Record<string, unknown>, roles?: Record<string, unknown>):
 
 /** The `autoUpgrade = { … };` bindings of a rendered role or host file, one per entry. */
 function autoUpgradeLines(content: string): string[] {
-  const body = content.split("\n        autoUpgrade = {\n")[1].split("\n        };\n")[0];
-  return body.split("\n").filter((l) => /^ {10}[A-Za-z]/.test(l));
+  const body = content.split("\n  myModules.services.system.autoUpgrade = {\n")[1].split("\n  };\n")[0];
+  return body.split("\n").filter((l) => /^ {4}[A-Za-z]/.test(l));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -46,32 +46,26 @@ describe("renderRole", () => {
       # Role "server": upgrade defaults from the stack config (nixfleet:roles.server) over nixfleet's built-in ones.
       { lib, ... }:
       {
-        myModules = {
-          services = {
-            system = {
-              autoUpgrade = {
-                branch = lib.mkDefault "production";
-                hostCanCommitConfig = lib.mkDefault false;
-                preUpdateHooks = lib.mkDefault [
-                  "chezmoi-pre-update.service"
-                ];
-                preUpdateValidation = lib.mkDefault true;
-                randomizedDelaySec = lib.mkDefault "30min";
-                remote = lib.mkDefault "origin";
-                requiredHooks = lib.mkDefault [
-                  "chezmoi-pre-update.service"
-                ];
-                schedule = lib.mkDefault "04:00";
-              };
-            };
-          };
+        myModules.services.system.autoUpgrade = {
+          branch = lib.mkDefault "production";
+          hostCanCommitConfig = lib.mkDefault false;
+          preUpdateHooks = lib.mkDefault [
+            "chezmoi-pre-update.service"
+          ];
+          preUpdateValidation = lib.mkDefault true;
+          randomizedDelaySec = lib.mkDefault "30min";
+          remote = lib.mkDefault "origin";
+          requiredHooks = lib.mkDefault [
+            "chezmoi-pre-update.service"
+          ];
+          schedule = lib.mkDefault "04:00";
         };
       }
       "
     `);
     const lines = autoUpgradeLines(f.content);
     expect(lines).toHaveLength(Object.keys(ROLE_DEFAULTS.server).length);
-    for (const l of lines) expect(l).toMatch(/^ {10}[A-Za-z]+ = lib\.mkDefault /);
+    for (const l of lines) expect(l).toMatch(/^ {4}[A-Za-z]+ = lib\.mkDefault /);
   });
 
   it("names the file after the role", () => {
@@ -96,18 +90,12 @@ describe("renderHostSettings", () => {
           ../../modules/services/system/auto-upgrade.nix
           ../../roles/form-desktop.nix
         ];
-        myModules = {
-          services = {
-            system = {
-              autoUpgrade = {
-                configPath = "/home/evie/nix-config";
-                enable = true;
-                flakeHost = "malphas";
-                stateDir = "/var/lib/auto-upgrade";
-                user = "evie";
-              };
-            };
-          };
+        myModules.services.system.autoUpgrade = {
+          configPath = "/home/evie/nix-config";
+          enable = true;
+          flakeHost = "malphas";
+          stateDir = "/var/lib/auto-upgrade";
+          user = "evie";
         };
       }
       "
@@ -121,14 +109,14 @@ describe("renderHostSettings", () => {
     );
     expect(autoUpgradeLines(f.content)).toMatchInlineSnapshot(`
       [
-        "          configPath = "/home/evie/nix-config";",
-        "          enable = true;",
-        "          flakeHost = "malphas";",
-        "          hostCanCommitConfig = false;",
-        "          preUpdateHooks = [ ];",
-        "          schedule = "12:30";",
-        "          stateDir = "/var/lib/auto-upgrade";",
-        "          user = "root";",
+        "    configPath = "/home/evie/nix-config";",
+        "    enable = true;",
+        "    flakeHost = "malphas";",
+        "    hostCanCommitConfig = false;",
+        "    preUpdateHooks = [ ];",
+        "    schedule = "12:30";",
+        "    stateDir = "/var/lib/auto-upgrade";",
+        "    user = "root";",
       ]
     `);
     // The role's own setting (branch) stays in the role file, not the host file.

@@ -37,6 +37,12 @@ describe("printNix structure", () => {
     `);
   });
 
+  it("writes a chain of one-binding attrsets as a dotted path, stopping at the first wider value", () => {
+    expect(printNix({ a: { b: { c: 1 } }, d: { e: { f: 1, g: 2 } }, h: { "x.y": { if: {} } } })).toBe(
+      '{\n  a.b.c = 1;\n  d.e = {\n    f = 1;\n    g = 2;\n  };\n  h."x.y"."if" = { };\n}',
+    );
+  });
+
   it("prints empty containers and scalars", () => {
     expect([printNix([]), printNix({}), printNix(0), printNix(-0), printNix(-7), printNix(null)]).toEqual([
       "[ ]",
@@ -173,6 +179,9 @@ describe("printNix rejects", () => {
     const cyc: NixValue[] = [];
     cyc.push({ c: cyc });
     expect(() => printNix(cyc)).toThrow(/cyclic/);
+    const loop: Record<string, unknown> = {};
+    loop.only = { again: loop };
+    expect(() => printNix({ start: loop } as never)).toThrow(/cyclic/);
     expect(() => printNix((() => 1) as unknown as NixValue)).toThrow(/cannot write a function/);
     expect(() => printNix(1, "\t")).toThrow(/indent must be spaces only/);
   });

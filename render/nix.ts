@@ -225,8 +225,27 @@ function print(value: NixValue, indent: string, seen: Set<object>): string {
   const keys = Object.keys(value).sort(compareKeys);
   if (keys.length === 0) return "{ }";
   const rec = value as { [key: string]: NixValue };
-  const lines = keys.map((k) => `${inner}${attrName(k)} = ${print(rec[k], inner, below)};\n`);
+  const lines = keys.map((k) => {
+    // `a = { b = { c = 1; }; };` reads better as `a.b.c = 1;` (the same attrset in Nix): follow
+    // plain one-binding attrsets down to the first value that is not one.
+    const names = [attrName(k)];
+    const path = new Set(below);
+    let v = rec[k];
+    while (isPlainObject(v) && Object.keys(v).length === 1 && !path.has(v)) {
+      path.add(v);
+      const [only] = Object.keys(v);
+      names.push(attrName(only));
+      v = v[only];
+    }
+    return `${inner}${names.join(".")} = ${print(v, inner, path)};\n`;
+  });
   return `{\n${lines.join("")}${indent}}`;
+}
+
+function isPlainObject(v: NixValue): v is { [key: string]: NixValue } {
+  if (v === null || typeof v !== "object" || Array.isArray(v) || v instanceof NixRaw || v instanceof NixPath) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
 }
 
 /**

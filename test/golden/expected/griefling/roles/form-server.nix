@@ -2,24 +2,18 @@
 # Role "server": upgrade defaults from the stack config (nixfleet:roles.server) over nixfleet's built-in ones.
 { lib, ... }:
 {
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          branch = lib.mkDefault "production";
-          hostCanCommitConfig = lib.mkDefault false;
-          preUpdateHooks = lib.mkDefault [
-            "chezmoi-pre-update.service"
-          ];
-          preUpdateValidation = lib.mkDefault true;
-          randomizedDelaySec = lib.mkDefault "30min";
-          remote = lib.mkDefault "origin";
-          requiredHooks = lib.mkDefault [
-            "chezmoi-pre-update.service"
-          ];
-          schedule = lib.mkDefault "04:00";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    branch = lib.mkDefault "production";
+    hostCanCommitConfig = lib.mkDefault false;
+    preUpdateHooks = lib.mkDefault [
+      "chezmoi-pre-update.service"
+    ];
+    preUpdateValidation = lib.mkDefault true;
+    randomizedDelaySec = lib.mkDefault "30min";
+    remote = lib.mkDefault "origin";
+    requiredHooks = lib.mkDefault [
+      "chezmoi-pre-update.service"
+    ];
+    schedule = lib.mkDefault "04:00";
   };
 }

@@ -2,22 +2,16 @@
 # Role "laptop": upgrade defaults from the stack config (nixfleet:roles.laptop) over nixfleet's built-in ones.
 { lib, ... }:
 {
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          branch = lib.mkDefault "main";
-          hostCanCommitConfig = lib.mkDefault true;
-          preUpdateHooks = lib.mkDefault [
-            "chezmoi-pre-update.service"
-          ];
-          preUpdateValidation = lib.mkDefault true;
-          randomizedDelaySec = lib.mkDefault "30min";
-          remote = lib.mkDefault "origin";
-          requiredHooks = lib.mkDefault [ ];
-          schedule = lib.mkDefault "04:00";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    branch = lib.mkDefault "main";
+    hostCanCommitConfig = lib.mkDefault true;
+    preUpdateHooks = lib.mkDefault [
+      "chezmoi-pre-update.service"
+    ];
+    preUpdateValidation = lib.mkDefault true;
+    randomizedDelaySec = lib.mkDefault "30min";
+    remote = lib.mkDefault "origin";
+    requiredHooks = lib.mkDefault [ ];
+    schedule = lib.mkDefault "04:00";
   };
 }

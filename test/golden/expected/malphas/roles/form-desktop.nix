@@ -2,23 +2,17 @@
 # Role "desktop": upgrade defaults from the stack config (nixfleet:roles.desktop) over nixfleet's built-in ones.
 { lib, ... }:
 {
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          branch = lib.mkDefault "main";
-          hostCanCommitConfig = lib.mkDefault true;
-          preUpdateHooks = lib.mkDefault [
-            "chezmoi-pre-update.service"
-            "flatpak-update.service"
-          ];
-          preUpdateValidation = lib.mkDefault true;
-          randomizedDelaySec = lib.mkDefault "1h";
-          remote = lib.mkDefault "origin";
-          requiredHooks = lib.mkDefault [ ];
-          schedule = lib.mkDefault "04:00";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    branch = lib.mkDefault "main";
+    hostCanCommitConfig = lib.mkDefault true;
+    preUpdateHooks = lib.mkDefault [
+      "chezmoi-pre-update.service"
+      "flatpak-update.service"
+    ];
+    preUpdateValidation = lib.mkDefault true;
+    randomizedDelaySec = lib.mkDefault "1h";
+    remote = lib.mkDefault "origin";
+    requiredHooks = lib.mkDefault [ ];
+    schedule = lib.mkDefault "04:00";
   };
 }

@@ -2,22 +2,16 @@
 # Role "pi": upgrade defaults from the stack config (nixfleet:roles.pi) over nixfleet's built-in ones.
 { lib, ... }:
 {
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          branch = lib.mkDefault "main";
-          hostCanCommitConfig = lib.mkDefault false;
-          preUpdateHooks = lib.mkDefault [
-            "chezmoi-pre-update.service"
-          ];
-          preUpdateValidation = lib.mkDefault true;
-          randomizedDelaySec = lib.mkDefault "30min";
-          remote = lib.mkDefault "origin";
-          requiredHooks = lib.mkDefault [ ];
-          schedule = lib.mkDefault "Sun 04:00";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    branch = lib.mkDefault "main";
+    hostCanCommitConfig = lib.mkDefault false;
+    preUpdateHooks = lib.mkDefault [
+      "chezmoi-pre-update.service"
+    ];
+    preUpdateValidation = lib.mkDefault true;
+    randomizedDelaySec = lib.mkDefault "30min";
+    remote = lib.mkDefault "origin";
+    requiredHooks = lib.mkDefault [ ];
+    schedule = lib.mkDefault "Sun 04:00";
   };
 }

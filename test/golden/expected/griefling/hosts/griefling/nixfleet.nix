@@ -7,17 +7,11 @@
     ../../modules/services/system/auto-upgrade.nix
     ../../roles/form-server.nix
   ];
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          configPath = "/etc/nixos/nix-config";
-          enable = true;
-          flakeHost = "griefling";
-          stateDir = "/srv/auto-upgrade";
-          user = "root";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    configPath = "/etc/nixos/nix-config";
+    enable = true;
+    flakeHost = "griefling";
+    stateDir = "/srv/auto-upgrade";
+    user = "root";
   };
 }

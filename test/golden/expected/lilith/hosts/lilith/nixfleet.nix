@@ -7,20 +7,14 @@
     ../../modules/services/system/auto-upgrade.nix
     ../../roles/form-laptop.nix
   ];
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          configPath = "/home/evie/nix-config";
-          enable = true;
-          flakeHost = "lilith";
-          hostCanCommitConfig = false;
-          randomizedDelaySec = "0";
-          schedule = "12:30";
-          stateDir = "/var/lib/auto-upgrade";
-          user = "evie";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    configPath = "/home/evie/nix-config";
+    enable = true;
+    flakeHost = "lilith";
+    hostCanCommitConfig = false;
+    randomizedDelaySec = "0";
+    schedule = "12:30";
+    stateDir = "/var/lib/auto-upgrade";
+    user = "evie";
   };
 }

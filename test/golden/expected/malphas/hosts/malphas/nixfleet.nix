@@ -7,17 +7,11 @@
     ../../modules/services/system/auto-upgrade.nix
     ../../roles/form-desktop.nix
   ];
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          configPath = "/home/evie/nix-config";
-          enable = true;
-          flakeHost = "malphas";
-          stateDir = "/var/lib/auto-upgrade";
-          user = "evie";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    configPath = "/home/evie/nix-config";
+    enable = true;
+    flakeHost = "malphas";
+    stateDir = "/var/lib/auto-upgrade";
+    user = "evie";
   };
 }

@@ -7,17 +7,11 @@
     ../../modules/services/system/auto-upgrade.nix
     ../../roles/form-pi.nix
   ];
-  myModules = {
-    services = {
-      system = {
-        autoUpgrade = {
-          configPath = "/home/nixfleet/nix-config";
-          enable = true;
-          flakeHost = "pi";
-          stateDir = "/var/lib/auto-upgrade";
-          user = "nixfleet";
-        };
-      };
-    };
+  myModules.services.system.autoUpgrade = {
+    configPath = "/home/nixfleet/nix-config";
+    enable = true;
+    flakeHost = "pi";
+    stateDir = "/var/lib/auto-upgrade";
+    user = "nixfleet";
   };
 }
