@@ -9,5 +9,6 @@ export default defineConfig({
     exclude: ["node_modules/**"],
     testTimeout: 60_000,
     hookTimeout: 600_000,
+    reporters: ["default", "./test/summary-reporter.ts"],
   },
 });

@@ -35,7 +35,8 @@ async function runProgram(config: Record<string, unknown>) {
         created.push({ type: args.type, name: args.name, inputs: args.inputs });
         const host = args.name.split("-")[0];
         const stdout = args.name.endsWith("-validate") ? storePath(host) : args.name.endsWith("-switch") ? storePath(host) : "";
-        return { id: `${args.name}-id`, state: { ...args.inputs, stdout, stderr: "" } };
+        const stderr = `=== ${args.name} ===\nsome tool output\n`;
+        return { id: `${args.name}-id`, state: { ...args.inputs, stdout, stderr } };
       },
       call: (args) => args.inputs,
     },
@@ -69,7 +70,7 @@ describe("Fleet resource graph", () => {
   const warnings: string[] = [];
   beforeAll(async () => {
     vi.spyOn(pulumi.log, "warn").mockImplementation(async (msg: string) => void warnings.push(msg));
-    result = await runProgram({ "nixfleet:hosts": hosts, "nixfleet:sshPrivateKey": SENTINEL_KEY });
+    result = await runProgram({ "nixfleet:hosts": hosts, "nixfleet:timeouts": { validate: 7200 }, "nixfleet:sshPrivateKey": SENTINEL_KEY });
     vi.restoreAllMocks();
   });
 
@@ -117,14 +118,29 @@ describe("Fleet resource graph", () => {
     expect(create("griefling-validate")).toContain("AUTO_UPGRADE_COMMIT=false");
   });
 
+  it("wraps each remote step in `timeout`, with the stack's limits", () => {
+    const create = (n: string) => result.created.find((c) => c.name === n)!.inputs.create as string;
+    expect(create("griefling-validate")).toMatch(/ timeout 7200 bash /);
+    expect(create("griefling-hooks")).toMatch(/ timeout 900 bash /);
+    expect(create("griefling-switch")).toMatch(/ timeout 900 bash /);
+    expect(create("griefling-file-roles-form-server-nix")).toMatch(/^timeout 120 sh -c /);
+  });
+
   it("keeps a path with a space one shell word", () => {
     const create = result.created.find((c) => c.name === "pi-validate")!.inputs.create as string;
     // Quoted once for the inner shell, and that text quoted again for `sudo sh -c`.
     expect(create).toContain(`'\\''/srv/nix config/modules/services/system/auto-upgrade.sh'\\''`);
   });
 
-  it("reports validated and switched paths per host", () => {
+  it("reports validated and switched paths and each step's log lines per host", () => {
     expect(result.status.malphas).toMatchObject({ role: "desktop", validatedPath: storePath("malphas"), switchedSystem: storePath("malphas") });
+    expect(result.status.malphas.steps).toEqual({
+      hooks: ["=== malphas-hooks ==="],
+      validate: ["=== malphas-validate ==="],
+      switch: ["=== malphas-switch ==="],
+      commit: ["=== malphas-commit ==="],
+    });
+    expect(Object.keys(result.status.griefling.steps)).toEqual(["hooks", "validate", "switch"]);
     expect(Object.keys(result.status.malphas.files)).toContain("roles/form-desktop.nix");
   });
 

@@ -36,7 +36,12 @@ export interface HostStatus {
   readonly files: Record<string, string>;
   /** Whether the host commits and pushes its config changes after switching. */
   readonly commitBack: boolean;
+  /** Per step, the `=== … ===` lines the script logged (its journal lines, without tool output). */
+  readonly steps: Record<string, string[]>;
 }
+
+/** The step summary lines of a script run's stderr. */
+const stepLines = (stderr: string) => stderr.split("\n").filter((l) => /^=== .* ===$/.test(l));
 
 const slug = (path: string) => path.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
 
@@ -85,19 +90,21 @@ export class Host extends pulumi.ComponentResource {
     const switched = run("switch", validate.stdout.apply((p) => stepCommand(host, "switch", timeouts.switch, [p])), [validate]);
     this.switchedSystem = switched.stdout;
 
-    const steps: command.remote.Command[] = [switched];
+    const steps: Record<string, command.remote.Command> = { hooks, validate, switch: switched };
     if (host.settings.hostCanCommitConfig) {
       // A push failure is only a warning (logged on the host), so this step fails only if the commit does.
-      steps.push(run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]));
+      steps.commit = run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]);
     }
 
     // Resolves once every step has run, so the status never reports a half-done host as done.
-    this.status = pulumi.all([validate.stdout, switched.stdout, ...steps.map((r) => r.stdout)]).apply(([validatedPath, switchedSystem]) => ({
+    const logs = pulumi.all(Object.fromEntries(Object.entries(steps).map(([step, cmd]) => [step, cmd.stderr.apply(stepLines)])));
+    this.status = pulumi.all([validate.stdout, switched.stdout, logs]).apply(([validatedPath, switchedSystem, stepLog]) => ({
       role: host.role,
       validatedPath,
       switchedSystem,
       files: hashes,
       commitBack: host.settings.hostCanCommitConfig,
+      steps: stepLog,
     }));
     this.registerOutputs({ validatedPath: this.validatedPath, switchedSystem: this.switchedSystem, status: this.status });
   }
