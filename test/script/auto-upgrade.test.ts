@@ -320,7 +320,7 @@ describe("4. commit-back", () => {
     const git = callsOf(sb, "git");
     expect(git.map((c) => c.argv.slice(2))).toEqual([
       ["pull", "--ff-only", "--", "origin", "main"],
-      ["add", "-A"],
+      ["add", "-u"],
       ["diff", "--cached", "--quiet"],
       ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
       ["pull", "--rebase", "--no-autostash", "--", "origin", "main"],
@@ -367,7 +367,7 @@ describe("4. commit-back", () => {
     expect(r.status).toBe(0);
     expect(callsOf(sb, "git").map((c) => c.argv.slice(2))).toEqual([
       ["pull", "--ff-only", "--", "origin", "main"],
-      ["add", "-A"],
+      ["add", "-u"],
       ["diff", "--cached", "--quiet"],
       ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
       ["pull", "--rebase", "--no-autostash", "--", "origin", "main"],
@@ -397,7 +397,7 @@ describe("4. commit-back", () => {
     });
     expect(c.status).toBe(0);
     expect(callsOf(sb2, "runuser").map((x) => x.argv.slice(6))).toEqual([
-      ["add", "-A"],
+      ["add", "-u"],
       ["diff", "--cached", "--quiet"],
       ["commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
       ["pull", "--rebase", "--no-autostash", "--", "upstream", "release"],
@@ -486,13 +486,18 @@ describe("4b. commit-back with real git: two hosts committing back to the same b
     const statusOf = (host: string) =>
       JSON.parse(fs.readFileSync(path.join(sb.root, `state-${host}`, "status.json"), "utf8")) as Status;
 
+    // As the copy step leaves them: nixfleet's files staged. An untracked file (invisible to the
+    // build, maybe private) must stay local: origin's tree is checked exactly below.
     fs.writeFileSync(path.join(a, "desktop.lock"), "desktop\n");
+    git(a, "add", "--", "desktop.lock");
+    fs.writeFileSync(path.join(a, "notes-untracked.txt"), "private\n");
     const ra = await commitBack(a, "desktop");
     expect(ra.status, ra.stderr).toBe(0);
     expect(statusOf("desktop")).toMatchObject({ step: "commit", result: "success", message: "Commit-back PASSED: pushed to origin main" });
 
     // The laptop's checkout is now behind origin; without the rebase its push would be refused.
     fs.writeFileSync(path.join(b, "laptop.lock"), "laptop\n");
+    git(b, "add", "--", "laptop.lock");
     const rb = await commitBack(b, "laptop");
     expect(rb.status, rb.stderr).toBe(0);
     expect(rb.stderr).not.toMatch(/FAILED/);
@@ -518,6 +523,31 @@ describe("4b. commit-back with real git: two hosts committing back to the same b
     git(a, "pull", "--ff-only", "--", "origin", "main");
     expect(git(a, "rev-parse", "HEAD")).toBe(git(origin, "rev-parse", "main"));
     expect(fs.readFileSync(path.join(a, "laptop.lock"), "utf8")).toBe("laptop\n");
+    expect(fs.readFileSync(path.join(a, "notes-untracked.txt"), "utf8")).toBe("private\n");
+
+    // A commit-back whose push failed leaves the laptop ahead while origin moves on: the next pull
+    // replays the laptop's commit instead of failing every run from then on.
+    fs.writeFileSync(path.join(b, "unpushed.lock"), "laptop\n");
+    git(b, "add", "--", "unpushed.lock");
+    git(b, "commit", "-q", "-m", "chore(laptop): auto-update (push failed)");
+    fs.writeFileSync(path.join(a, "desktop.lock"), "desktop 2\n");
+    git(a, "commit", "-q", "-am", "desktop moves on");
+    git(a, "push", "-q", "origin", "main");
+    const pullB = (commit: string) =>
+      run(sb, ["pull"], { ...gitEnv, AUTO_UPGRADE_CONFIG_PATH: b, AUTO_UPGRADE_FLAKE_HOST: "laptop", AUTO_UPGRADE_STATE_DIR: path.join(sb.root, "state-laptop"), AUTO_UPGRADE_USER: me, AUTO_UPGRADE_COMMIT: commit });
+    const refused = await pullB("false");
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/=== git pull FAILED \(origin main\): .*(Not possible to fast-forward|diverg)/);
+    const dirty = path.join(b, "flake.nix");
+    fs.writeFileSync(dirty, "{ } # local edit\n");
+    const keptEdit = await pullB("true");
+    expect(keptEdit.status).toBe(1);
+    expect(fs.readFileSync(dirty, "utf8")).toBe("{ } # local edit\n");
+    git(b, "checkout", "--", "flake.nix");
+    const replayed = await pullB("true");
+    expect(replayed.status, replayed.stderr).toBe(0);
+    expect(replayed.stderr).toMatch(/replaying this host's unpushed commit-back commits/);
+    expect(git(b, "log", "--format=%s", "-2").split("\n")).toEqual(["chore(laptop): auto-update (push failed)", "desktop moves on"]);
   });
 });
 
@@ -529,6 +559,12 @@ describe("5. what is validated is what is deployed", () => {
     const nh = callsOf(sb, "nh");
     expect(nh.map((c) => c.argv)).toEqual([
       ["os", "build", "-R", "-H", HOST, "-o", validatedLink(sb), "--", sb.cfg],
+    ]);
+    // Nix fetches the flake with git as root: the checkout (often a user's) is trusted for that call.
+    expect(fs.readFileSync(`${sb.callsFile}.nh-env`, "utf8").trim().split("\n")).toEqual([
+      "GIT_CONFIG_COUNT=1",
+      "GIT_CONFIG_KEY_0=safe.directory",
+      `GIT_CONFIG_VALUE_0=${sb.cfg}`,
     ]);
     const validated = fs.readlinkSync(validatedLink(sb));
     expect(validated.startsWith(sb.store + "/")).toBe(true);
@@ -624,7 +660,7 @@ describe("7. git runs as the checkout owner", () => {
     const prefix = ["-u", "alice", "--", "git", "-C", sb.cfg];
     expect(ru.map((c) => c.argv)).toEqual([
       [...prefix, "pull", "--ff-only", "--", "origin", "main"],
-      [...prefix, "add", "-A"],
+      [...prefix, "add", "-u"],
       [...prefix, "diff", "--cached", "--quiet"],
       [...prefix, "commit", "-m", expect.stringMatching(COMMIT_MESSAGE)],
       [...prefix, "pull", "--rebase", "--no-autostash", "--", "origin", "main"],

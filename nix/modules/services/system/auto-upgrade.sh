@@ -284,15 +284,44 @@ check_hooks_ran() {
 }
 
 # Fast-forward only: never resets, stashes or checks out files, so local edits are never discarded.
+# One exception, for commit-back hosts: commits of an earlier run whose push failed make the checkout
+# diverge from the remote; with a clean tree they are replayed on top (undone on conflict).
 step_pull() {
   begin_step pull "Pulling config"
   require_checkout
   resolve_owner
   if ! run_captured git_as_owner pull --ff-only -- "$REMOTE" "$BRANCH"; then
     journal_output git
-    fail "git pull FAILED ($REMOTE $BRANCH): $(output_summary)"
+    local why
+    why=$(output_summary)
+    if [[ "$COMMIT" == true ]] && has_unpushed_commits && git_as_owner diff --quiet HEAD; then
+      log "git pull --ff-only refused; replaying this host's unpushed commit-back commits onto $REMOTE/$BRANCH"
+      if ! run_captured git_as_owner pull --rebase --no-autostash -- "$REMOTE" "$BRANCH"; then
+        journal_output git
+        why=$(output_summary)
+        git_as_owner rebase --abort >/dev/null 2>&1 || true
+      else
+        step_succeeded "Pulling config PASSED (rebased unpushed commits)"
+        return 0
+      fi
+    fi
+    fail "git pull FAILED ($REMOTE $BRANCH): $why"
   fi
   step_succeeded "Pulling config PASSED"
+}
+
+# True when HEAD has commits the remote branch lacks (after the fetch that `pull` just did).
+has_unpushed_commits() {
+  local ahead
+  ahead=$(git_as_owner rev-list --count "FETCH_HEAD..HEAD" 2>/dev/null) || return 1
+  ((ahead > 0))
+}
+
+# nh runs as root, and Nix fetches the flake with git: on a checkout owned by a user that git refuses
+# ("dubious ownership", exit 129; nixpkgs #169193). Trust exactly this checkout, for these calls only.
+nh_trusting_checkout() {
+  local n=${GIT_CONFIG_COUNT:-0}
+  env "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" nh "$@"
 }
 
 # Builds without updating flake inputs (no -u: updating after validation deploys something unvalidated).
@@ -302,7 +331,7 @@ step_validate() {
   require_checkout
   # A failed build must not leave an older `validated` link behind for `switch` to deploy.
   rm -f -- "$VALIDATED_LINK"
-  if ! run_captured nh os build -R -H "$HOST" -o "$VALIDATED_LINK" -- "$CFG"; then
+  if ! run_captured nh_trusting_checkout os build -R -H "$HOST" -o "$VALIDATED_LINK" -- "$CFG"; then
     journal_output nh
     fail "Build Validation FAILED"
   fi
@@ -341,7 +370,7 @@ switch_unvalidated() {
   begin_step switch "Switch"
   log "=== Build validation disabled (AUTO_UPGRADE_VALIDATE=false): nh os switch ==="
   require_checkout
-  if ! run_captured nh os switch -R -H "$HOST" -- "$CFG"; then
+  if ! run_captured nh_trusting_checkout os switch -R -H "$HOST" -- "$CFG"; then
     journal_output nh
     fail "Switch FAILED: nh os switch exited non-zero"
   fi
@@ -358,7 +387,9 @@ step_commit() {
   fi
   require_checkout
   resolve_owner
-  if ! run_captured git_as_owner add -A; then
+  # Tracked files only (plus what is already staged, such as nixfleet's files): an untracked file was
+  # invisible to the build, and may be something never meant for the forge.
+  if ! run_captured git_as_owner add -u; then
     fail "Commit-back FAILED: git add: $(output_summary)"
   fi
   local rc=0
