@@ -97,11 +97,22 @@ describe("Fleet resource graph", () => {
   it("chains copy → hooks → validate → switch → commit per host", async () => {
     const deps = async (name: string) => Promise.all((result.seen.find((s) => s.name === name)?.dependsOn ?? []).map(urnName));
     expect(await deps("malphas-hooks")).toEqual(expect.arrayContaining(["malphas-file-hosts-malphas-nixfleet-nix", "malphas-file-modules-services-system-auto-upgrade-sh"]));
+    expect(await deps("malphas-file-hosts-malphas-nixfleet-nix")).toEqual(["malphas-check-files"]);
+    expect(await deps("malphas-file-modules-services-system-auto-upgrade-nix")).toEqual(["malphas-file-hosts-malphas-nixfleet-nix"]);
     expect(await deps("malphas-validate")).toEqual(["malphas-hooks"]);
     expect(await deps("malphas-switch")).toEqual(["malphas-validate"]);
     expect(await deps("malphas-commit")).toEqual(["malphas-switch"]);
     const switchCmd = result.created.find((c) => c.name === "malphas-switch")!.inputs.create as string;
     expect(switchCmd).toContain(`switch ${storePath("malphas")}`);
+  });
+
+  it("checks every file before writing any, and runs only the script it installed", () => {
+    const create = (n: string) => result.created.find((c) => c.name === n)!.inputs.create as string;
+    const check = create("malphas-check-files");
+    for (const f of Object.keys(result.status.malphas.files)) expect(check).toContain(`rel=${f};`);
+    expect(check).toContain("flock -n 9");
+    const scriptSha = result.status.malphas.files["modules/services/system/auto-upgrade.sh"];
+    expect(create("malphas-validate")).toMatch(new RegExp(`^printf '%s  %s\\\\n' ${scriptSha} /home/evie/nix-config/modules/services/system/auto-upgrade\\.sh \\| sha256sum -c`));
   });
 
   it("commits back only where the resolved settings say so", () => {
@@ -153,7 +164,7 @@ describe("Fleet resource graph", () => {
 });
 
 describe("config errors stop the program before any resource", () => {
-  function programWith(config: Record<string, unknown>) {
+  async function programWith(config: Record<string, unknown>) {
     const created: string[] = [];
     pulumi.runtime.setMocks({ newResource: (args) => (created.push(args.name), { id: args.name, state: args.inputs }), call: (args) => args.inputs }, "nixfleet", "test", false);
     pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(config).map(([k, v]) => [k, JSON.stringify(v)])), ["nixfleet:sshPrivateKey"]);
@@ -163,18 +174,28 @@ describe("config errors stop the program before any resource", () => {
     } catch (e) {
       error = e;
     }
+    // Registrations reach the mock asynchronously: let them land before counting.
+    await new Promise((resolve) => setTimeout(resolve, 100));
     return { error: String(error), created };
   }
 
-  it("names the field and what is allowed, and creates nothing", () => {
+  it("the check above can see a resource registered before the error", async () => {
+    pulumi.runtime.setMocks({ newResource: (args) => (probe.push(args.name), { id: args.name, state: args.inputs }), call: (args) => args.inputs }, "nixfleet", "test", false);
+    const probe: string[] = [];
+    new pulumi.CustomResource("command:remote:Command", "leak", { create: "true" });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(probe).toEqual(["leak"]);
+  });
+
+  it("names the field and what is allowed, and creates nothing", async () => {
     const bad = [hosts[0], { ...hosts[1], preUpdateHooks: ["ok.service", "rm -rf /"] }];
-    const { error, created } = programWith({ "nixfleet:hosts": bad, "nixfleet:sshPrivateKey": SENTINEL_KEY });
+    const { error, created } = await programWith({ "nixfleet:hosts": bad, "nixfleet:sshPrivateKey": SENTINEL_KEY });
     expect(error).toMatch(/nixfleet:hosts\[1\]\.preUpdateHooks\[1\]: "rm -rf \/" is not a systemd unit name; allowed:/);
     expect(created).toEqual([]);
   });
 
-  it("rejects an unknown nixfleet key", () => {
-    const { error, created } = programWith({ "nixfleet:hosts": hosts, "nixfleet:host": [], "nixfleet:sshPrivateKey": SENTINEL_KEY });
+  it("rejects an unknown nixfleet key", async () => {
+    const { error, created } = await programWith({ "nixfleet:hosts": hosts, "nixfleet:host": [], "nixfleet:sshPrivateKey": SENTINEL_KEY });
     expect(error).toMatch(/nixfleet:host: unknown key; allowed: nixfleet:roles, nixfleet:hosts/);
     expect(created).toEqual([]);
   });

@@ -1,7 +1,7 @@
 /**
  * `nixfleet:index:Host`: one machine's push-mode upgrade as a chain of remote commands.
  *
- *   copy (one per rendered file) → hooks → validate → switch → commit-back
+ *   check files → copy (one per rendered file) → hooks → validate → switch → commit-back
  *
  * Each step depends on the one before, so a failed step stops this host only. Steps that
  * must re-run when the rendered files change carry their hash in `triggers` (a trigger change
@@ -11,9 +11,9 @@
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { ResolvedHost, Timeouts } from "../config/resolve";
-import { renderHost } from "../render/files";
+import { renderHost, SCRIPT_FILE } from "../render/files";
 import { shellQuote } from "../render/shell";
-import { putFileCommand, sha256, stepCommand } from "./remote";
+import { checkFilesCommand, putFileCommand, sha256, stepCommand, type Step } from "./remote";
 import { TYPES } from "./tokens";
 
 export interface HostArgs {
@@ -76,24 +76,28 @@ export class Host extends pulumi.ComponentResource {
     const files = renderHost(host);
     const hashes = Object.fromEntries(files.map((f) => [f.path, sha256(f.content)]));
     const filesHash = sha256(JSON.stringify(hashes));
+    const step = (name: Step, timeout: number, args: string[] = []) => stepCommand(host, name, timeout, hashes[SCRIPT_FILE], args);
 
+    // Every file is checked for host-side edits before any is written (the command text holds all hashes).
+    const check = run("check-files", checkFilesCommand(host, files, timeouts.copy), []);
     // stdin is the file's text, so `pulumi preview --diff` shows the Nix diff per file.
     // One after another: each stages its file, and concurrent `git add`s collide on the index lock.
     const copies: command.remote.Command[] = [];
     for (const f of files) {
-      copies.push(run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), copies.slice(-1), undefined, f.content));
+      copies.push(run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), [copies.at(-1) ?? check], undefined, f.content));
     }
-    const hooks = run("hooks", stepCommand(host, "hooks", timeouts.hooks), copies, [filesHash]);
-    const validate = run("validate", stepCommand(host, "validate", timeouts.validate), [hooks], [filesHash]);
+    const hooks = run("hooks", step("hooks", timeouts.hooks), copies, [filesHash]);
+    const validate = run("validate", step("validate", timeouts.validate), [hooks], [filesHash]);
     this.validatedPath = validate.stdout;
     // The validated path is part of the command text: switch runs again exactly when it changes.
-    const switched = run("switch", validate.stdout.apply((p) => stepCommand(host, "switch", timeouts.switch, [p])), [validate]);
+    const switched = run("switch", validate.stdout.apply((p) => step("switch", timeouts.switch, [p])), [validate]);
     this.switchedSystem = switched.stdout;
 
     const steps: Record<string, command.remote.Command> = { hooks, validate, switch: switched };
     if (host.settings.hostCanCommitConfig) {
+      // After every switch, and after new files even when they build to the same system.
       // A push failure is only a warning (logged on the host), so this step fails only if the commit does.
-      steps.commit = run("commit", stepCommand(host, "commit", timeouts.commit), [switched], [switched.stdout]);
+      steps.commit = run("commit", step("commit", timeouts.commit), [switched], [switched.stdout, filesHash]);
     }
 
     // Resolves once every step has run, so the status never reports a half-done host as done.

@@ -29,47 +29,96 @@ export function scriptEnv(host: ResolvedHost): Record<string, string> {
     AUTO_UPGRADE_REMOTE: s.remote,
     AUTO_UPGRADE_REQUIRED_HOOKS: s.requiredHooks.join(" "),
     AUTO_UPGRADE_STATE_DIR: host.stateDir,
-    AUTO_UPGRADE_USER: host.configOwner,
+    // Empty: the script takes the owner of the checkout.
+    AUTO_UPGRADE_USER: host.configOwner ?? "",
     AUTO_UPGRADE_VALIDATE: String(s.preUpdateValidation),
   };
 }
 
-/** One step of the shipped script, under `timeout` because the provider ignores customTimeouts. */
-export function stepCommand(host: ResolvedHost, step: Step, timeoutSeconds: number, args: string[] = []): string {
+/**
+ * One step of the shipped script, under `timeout` because the provider ignores customTimeouts.
+ * The script runs as root, so it must be the one nixfleet installed: its sha256 is checked first.
+ */
+export function stepCommand(host: ResolvedHost, step: Step, timeoutSeconds: number, scriptSha: string, args: string[] = []): string {
   const script = `${host.configPath}/${SCRIPT_FILE}`;
-  const words = ["timeout", String(timeoutSeconds), "bash", script, step, ...args].map(q).join(" ");
-  return asRoot(host.user, `${shellEnv(scriptEnv(host))} ${words}`);
+  const check = `printf '%s  %s\\n' ${q(scriptSha)} ${q(script)} | sha256sum -c --status - || { echo ${q(`nixfleet: ${script} is not the script nixfleet installed (edited on the host?); refusing to run it as root`)} >&2; exit 3; }`;
+  const run = ["timeout", String(timeoutSeconds), "bash", script, step, ...args].map(q).join(" ");
+  return asRoot(host.user, `${check}; ${shellEnv(scriptEnv(host))} ${run}`);
+}
+
+/**
+ * Shared start of the file commands: settings, a journal logger, the owner of the checkout, and the
+ * upgrade lock (the one the script takes), so a timer run never sees half-copied files.
+ */
+function fileCommandPreamble(host: ResolvedHost): string[] {
+  return [
+    "set -eu",
+    `cfg=${q(host.configPath)}; state=${q(host.stateDir)}; owner=${q(host.configOwner ?? "")}`,
+    'say() { logger -t auto-upgrade -- "nixfleet: $*" 2>/dev/null || true; echo "nixfleet: $*" >&2; }',
+    '[ -d "$cfg/.git" ] || { say "$cfg is not a git checkout; clone the nix-config there first"; exit 3; }',
+    '[ -n "$owner" ] || owner=$(stat -c %U "$cfg")',
+    // As the owner: root on a user's repo trips "dubious ownership" and leaves root-owned files behind.
+    'as_owner() { if [ "$(id -un)" = "$owner" ]; then "$@"; else runuser -u "$owner" -- "$@"; fi; }',
+    'mkdir -p "$state"; exec 9>"$state/lock"',
+    'flock -n 9 || { say "an upgrade is running on this host (lock $state/lock); nothing was changed, run pulumi up again later"; exit 3; }',
+  ];
+}
+
+/** Shell that adds `rel` to $conflicts if the host's copy differs from both `want` and nixfleet's last write. */
+function conflictCheck(rel: string, want: string): string[] {
+  return [
+    `rel=${q(rel)}; want=${q(want)}; f="$cfg/$rel"; rec="$state/pushed/$rel.sha256"`,
+    'cur=""; [ -e "$f" ] && cur=$(sha256sum < "$f" | cut -c1-64)',
+    'last=""; [ -e "$rec" ] && last=$(cat "$rec")',
+    'if [ -n "$cur" ] && [ "$cur" != "$want" ] && [ "$cur" != "$last" ]; then',
+    '  if [ -n "$last" ]; then why="edited on the host since nixfleet last wrote it"; else why="not written by nixfleet"; fi',
+    '  conflicts="$conflicts $rel ($why)"',
+    "fi",
+  ];
+}
+
+const refuseOnConflicts = [
+  'if [ -n "$conflicts" ]; then',
+  '  say "refusing to overwrite:$conflicts. Nothing was changed. Keep an edit by moving it into the stack config or the repo, then move the file away and run pulumi up again."',
+  "  exit 3",
+  "fi",
+];
+
+/**
+ * Checks every file the host is about to get before any is written, so a host-side edit of one
+ * file stops the whole copy (not after the others were replaced). Runs again whenever any file changes.
+ */
+export function checkFilesCommand(host: ResolvedHost, files: readonly RenderedFile[], timeoutSeconds: number): string {
+  const script = [
+    ...fileCommandPreamble(host),
+    'conflicts=""',
+    ...files.flatMap((f) => conflictCheck(f.path, sha256(f.content))),
+    ...refuseOnConflicts,
+  ].join("\n");
+  return asRoot(host.user, `timeout ${q(String(timeoutSeconds))} sh -c ${q(script)}`);
 }
 
 /**
  * Writes one rendered file (content on stdin) into the checkout and stages it, because flakes
- * only see tracked files. It refuses, and changes nothing, when the file on the host differs
- * from both the new content and what nixfleet last wrote there: someone edited it on the host.
- * The record of what was last written lives in the state dir, outside the checkout.
+ * only see tracked files. It checks its own file again (the host may have changed since the check
+ * step), writes atomically and verifies the sha256. The record of what was last written lives in
+ * the state dir, outside the checkout.
  */
 export function putFileCommand(host: ResolvedHost, file: RenderedFile, timeoutSeconds: number): string {
   const script = [
-    "set -eu",
-    `cfg=${q(host.configPath)}; rel=${q(file.path)}; want=${q(sha256(file.content))}; owner=${q(host.configOwner)}`,
-    `rec=${q(`${host.stateDir}/pushed/${file.path}.sha256`)}`,
-    'f="$cfg/$rel"',
-    '[ -d "$cfg/.git" ] || { echo "nixfleet: $cfg is not a git checkout; clone the nix-config there first" >&2; exit 3; }',
-    'cur=""; [ -e "$f" ] && cur=$(sha256sum < "$f" | cut -c1-64)',
-    'last=""; [ -e "$rec" ] && last=$(cat "$rec")',
-    'if [ -n "$cur" ] && [ "$cur" != "$want" ] && [ "$cur" != "$last" ]; then',
-    '  if [ -n "$last" ]; then why="was edited on the host since nixfleet last wrote it"; else why="exists and was not written by nixfleet"; fi',
-    '  echo "nixfleet: refusing to overwrite $f: it $why. Nothing was changed. Keep the edit by moving it into the stack config or the repo, then move the file away and run pulumi up again." >&2',
-    "  exit 3",
-    "fi",
-    'mkdir -p "$(dirname "$f")" "$(dirname "$rec")"',
+    ...fileCommandPreamble(host),
+    'conflicts=""',
+    ...conflictCheck(file.path, sha256(file.content)),
+    ...refuseOnConflicts,
+    'as_owner mkdir -p "$(dirname "$f")"',
+    'mkdir -p "$(dirname "$rec")"',
     'tmp=$(mktemp "$f.nixfleet.XXXXXX")',
     'cat > "$tmp"',
-    '[ "$(sha256sum < "$tmp" | cut -c1-64)" = "$want" ] || { rm -f "$tmp"; echo "nixfleet: $rel arrived damaged" >&2; exit 3; }',
+    '[ "$(sha256sum < "$tmp" | cut -c1-64)" = "$want" ] || { rm -f "$tmp"; say "$rel arrived damaged; nothing was changed"; exit 3; }',
     `chmod ${file.content.startsWith("#!") ? "0755" : "0644"} "$tmp"; chown --reference="$cfg" "$tmp"`,
     'mv -f "$tmp" "$f"',
     'echo "$want" > "$rec"',
-    // git as the checkout's owner: root on a user's repo fails with "dubious ownership".
-    'if [ "$(id -un)" = "$owner" ]; then git -C "$cfg" add -- "$rel"; else runuser -u "$owner" -- git -C "$cfg" add -- "$rel"; fi',
+    'as_owner git -C "$cfg" add -- "$rel"',
     'echo "$want"',
   ].join("\n");
   return asRoot(host.user, `timeout ${q(String(timeoutSeconds))} sh -c ${q(script)}`);

@@ -38,7 +38,8 @@ export interface ResolvedHost {
   readonly user: string;
   readonly hostKey?: string;
   readonly configPath: string;
-  readonly configOwner: string;
+  /** Owner of the checkout, when the stack says; otherwise whoever owns the directory on the host. */
+  readonly configOwner?: string;
   readonly stateDir: string;
   /** The role file's values (built-in defaults + stack `roles`), rendered as `lib.mkDefault`. */
   readonly roleSettings: FullSettings;
@@ -78,7 +79,7 @@ function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): Resolve
     user,
     hostKey: host.hostKey,
     configPath: host.configPath,
-    configOwner: host.configOwner ?? user,
+    configOwner: host.configOwner,
     stateDir: host.stateDir ?? "/var/lib/auto-upgrade",
     roleSettings: role,
     overrides,

@@ -101,7 +101,7 @@ const host = z.strictObject({
   role: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }),
   /** The nix-config checkout on the host. */
   configPath: withProblem(pathProblem),
-  /** Owner of the checkout; git runs as this user. Defaults to the SSH user. */
+  /** Owner of the checkout; git runs as this user. Defaults to whoever owns the directory on the host. */
   configOwner: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
   /** Where the status record and the validated out-link live on the host. Defaults to /var/lib/auto-upgrade. */
   stateDir: withProblem(pathProblem).optional(),

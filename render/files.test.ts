@@ -116,7 +116,6 @@ describe("renderHostSettings", () => {
         "    preUpdateHooks = [ ];",
         "    schedule = "12:30";",
         "    stateDir = "/var/lib/auto-upgrade";",
-        "    user = "root";",
       ]
     `);
     // The role's own setting (branch) stays in the role file, not the host file.

@@ -73,8 +73,8 @@ export function renderHostSettings(host: ResolvedHost): RenderedFile {
     enable: true,
     configPath: host.configPath,
     flakeHost: host.name,
-    user: host.configOwner,
     stateDir: host.stateDir,
+    ...(host.configOwner === undefined ? {} : { user: host.configOwner }),
   };
   return {
     path: hostFile(host.name),

@@ -146,23 +146,33 @@ describe("pulumi against the simulated fleet", () => {
     expect(await currentSystem(broken)).toBe(await validatedLink(broken));
   });
 
-  it("refuses to overwrite a file edited on the host, and changes nothing there", async () => {
+  it("refuses to overwrite a file edited on the host, and changes nothing there: no file, no generation", async () => {
     const h = host("pi");
     const role = path.join(h.checkout, "roles", "form-pi.nix");
+    const hostFile = path.join(h.checkout, "hosts", "pi", "nixfleet.nix");
     const edited = `${await fs.readFile(role, "utf8")}# local edit on the pi\n`;
     await fs.writeFile(role, edited);
+    const hostFileBefore = await fs.readFile(hostFile, "utf8");
     const system = await currentSystem(h);
 
+    // Both the role file (edited) and the host file (sorts first, so it would be copied first) change.
+    const hosts = (config["nixfleet:hosts"] as Record<string, unknown>[]).map((x) => (x.name === "pi" ? { ...x, schedule: "Sat 03:00" } : x));
+    config = { ...config, "nixfleet:hosts": hosts };
     await setFleetConfig(stack, withRoles({ randomizedDelaySec: "6min" }), fleet.privateKey);
-    await expect(stack.up({ continueOnError: true })).rejects.toThrow(/refusing to overwrite .*roles\/form-pi\.nix: it was edited on the host since nixfleet last wrote it/);
+    await expect(stack.up({ continueOnError: true })).rejects.toThrow(
+      /refusing to overwrite: roles\/form-pi\.nix \(edited on the host since nixfleet last wrote it\)\. Nothing was changed\./,
+    );
     expect(await fs.readFile(role, "utf8")).toBe(edited);
+    expect(await fs.readFile(hostFile, "utf8")).toBe(hostFileBefore);
     expect(await currentSystem(h)).toBe(system);
+    expect((await journal(h)).some((l) => l.includes("nixfleet: refusing to overwrite: roles/form-pi.nix"))).toBe(true);
     expect(await currentSystem(host("malphas"))).toBe(await validatedLink(host("malphas")));
 
     // Moving the edit away (as the error says) lets the next up through.
     await fs.rm(role);
     await stack.up({ continueOnError: true });
     expect(await fs.readFile(role, "utf8")).toContain('randomizedDelaySec = lib.mkDefault "6min";');
+    expect(await fs.readFile(hostFile, "utf8")).toContain('schedule = "Sat 03:00";');
   });
 
   it("the host's own timer workflow succeeds after a push and pulls cleanly: push and pull mode share the checkout", async () => {

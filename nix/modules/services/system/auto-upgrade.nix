@@ -64,12 +64,13 @@ in
     };
 
     user = mkOption {
-      type = types.str;
-      default = "root";
+      type = types.nullOr types.str;
+      default = null;
       example = "alice";
       description = ''
-        Owner of the checkout at `configPath`. git runs as this user, so root never trips over
-        "dubious ownership" and never leaves root-owned files in a user's checkout.
+        Owner of the checkout at `configPath`; `null` means whoever owns the directory. git runs as
+        this user, so root never trips over "dubious ownership" and never leaves root-owned files in
+        a user's checkout.
       '';
     };
 
@@ -208,7 +209,8 @@ in
       environment = {
         AUTO_UPGRADE_CONFIG_PATH = cfg.configPath;
         AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
-        AUTO_UPGRADE_USER = cfg.user;
+        # Empty: the script takes the owner of the checkout.
+        AUTO_UPGRADE_USER = if cfg.user == null then "" else cfg.user;
         AUTO_UPGRADE_REMOTE = cfg.remote;
         AUTO_UPGRADE_BRANCH = cfg.branch;
         AUTO_UPGRADE_HOOKS = concatStringsSep " " cfg.preUpdateHooks;

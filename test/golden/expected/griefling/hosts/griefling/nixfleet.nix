@@ -12,6 +12,5 @@
     enable = true;
     flakeHost = "griefling";
     stateDir = "/srv/auto-upgrade";
-    user = "root";
   };
 }

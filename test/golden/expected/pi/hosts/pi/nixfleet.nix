@@ -12,6 +12,5 @@
     enable = true;
     flakeHost = "pi";
     stateDir = "/var/lib/auto-upgrade";
-    user = "nixfleet";
   };
 }
