@@ -1,0 +1,50 @@
+// The systemd unit-name rule is written three times, once per language that must enforce it: the
+// zod schema (config/schema.ts), the module's assertion (auto-upgrade.nix) and the script's UNIT_RE
+// (auto-upgrade.sh). This pins that all three accept and reject exactly the same names.
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parseFleetConfig } from "../config/schema";
+import { printNix } from "../render/nix";
+
+const DIR = join(__dirname, "..", "nix", "modules", "services", "system");
+const NAMES = [
+  "chezmoi-pre-update.service", "getty@tty1.service", "getty@.service", "a.target", "x.device", "y.swap",
+  "foo\\x2dbar.mount", ":weird_.timer", ".hidden.path", "z.automount", "s.slice", "c.scope", "k.socket",
+  "-x.service", "foo", "foo.conf", "a b.service", "a;b.service", "a@b@c.service", "$(x).service", "",
+  "ünï.service", "a/b.service", ".service", "foo.service\n",
+];
+
+function schemaAccepts(name: string): boolean {
+  try {
+    parseFleetConfig({ hosts: [{ name: "h", address: "h", role: "pi", configPath: "/x", preUpdateHooks: [name] }] });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function bashAccepts(): boolean[] {
+  const re = /^readonly UNIT_RE='([^']*)'$/m.exec(readFileSync(join(DIR, "auto-upgrade.sh"), "utf8"))![1];
+  const out = execFileSync("bash", ["-c", 're=$1; shift; for n in "$@"; do if [[ $n =~ $re ]]; then echo 1; else echo 0; fi; done', "_", re, ...NAMES], { encoding: "utf8" });
+  return out.trim().split("\n").map((l) => l === "1");
+}
+
+function nixAccepts(): boolean[] {
+  const line = /^\s*unitNameRegex = (".*");$/m.exec(readFileSync(join(DIR, "auto-upgrade.nix"), "utf8"))![1];
+  const expr = `let re = ${line}; in map (n: builtins.match re n != null) ${printNix(NAMES)}`;
+  const out = execFileSync("nix-instantiate", ["--eval", "--strict", "--json", "--expr", expr], { encoding: "utf8" });
+  return JSON.parse(out);
+}
+
+describe("systemd unit names: schema, module and script agree", () => {
+  it("accept and reject the same names", () => {
+    const schema = NAMES.map(schemaAccepts);
+    expect(bashAccepts()).toEqual(schema);
+    expect(nixAccepts()).toEqual(schema);
+    // And the rule is not trivially all-or-nothing.
+    expect(schema.filter(Boolean).length).toBeGreaterThan(8);
+    expect(schema.filter((x) => !x).length).toBeGreaterThan(8);
+  });
+});
