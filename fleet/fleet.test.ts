@@ -17,15 +17,18 @@ import {
   systemctlLog,
 } from "./fleet";
 
+const OWNER = "nixfleet-evie";
 const HOSTS = [
   { name: "malphas", role: "desktop" as const },
   { name: "pi", role: "pi" as const },
+  { name: "lilith", role: "laptop" as const, owner: OWNER },
 ];
 
 let root: string;
 let fleet: Fleet;
 let malphas: FleetHost;
 let pi: FleetHost;
+let lilith: FleetHost;
 let coldMs = 0;
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -42,7 +45,7 @@ beforeAll(async () => {
   const t0 = Date.now();
   fleet = await startFleet({ root, hosts: HOSTS, basePort: 20000 + Math.floor(Math.random() * 20000) });
   coldMs = Date.now() - t0;
-  [malphas, pi] = fleet.hosts;
+  [malphas, pi, lilith] = fleet.hosts;
 });
 
 afterAll(async () => {
@@ -52,10 +55,13 @@ afterAll(async () => {
 
 describe("simulated fleet", () => {
   it("starts the hosts with state, keys and an installed system", async () => {
-    expect(fleet.hosts.map((h) => [h.name, h.role, h.address, h.user])).toEqual([
-      ["malphas", "desktop", "127.0.0.1", "root"],
-      ["pi", "pi", "127.0.0.1", "root"],
+    expect(fleet.hosts.map((h) => [h.name, h.role, h.address, h.user, h.owner])).toEqual([
+      ["malphas", "desktop", "127.0.0.1", "root", "root"],
+      ["pi", "pi", "127.0.0.1", "root", "root"],
+      ["lilith", "laptop", "127.0.0.1", "root", OWNER],
     ]);
+    expect(malphas.checkout).toBe(`${malphas.simRoot}/home/root/nix-config`);
+    expect(lilith.checkout).toBe(`${lilith.simRoot}/home/${OWNER}/nix-config`);
     expect(malphas.port).not.toBe(pi.port);
     expect(malphas.stateDir).toBe(`${malphas.simRoot}/var/lib/auto-upgrade`);
     expect(malphas.profile).toBe(`${malphas.simRoot}/nix/var/nix/profiles/system`);
@@ -87,6 +93,60 @@ describe("simulated fleet", () => {
     for (const tool of ["nh", "systemctl", "logger"]) expect(r.stdout).toContain(`${root}/shims/${tool}\n`);
     const other = await ssh(pi, "echo $NIXFLEET_SIM_ROOT");
     expect(other.stdout.trim()).toBe(pi.simRoot);
+  });
+
+  describe("a checkout owned by a user (root runs nixfleet)", () => {
+    const asOwner = (...args: string[]) => run("runuser", ["-u", OWNER, "--", ...args], { cwd: "/" });
+
+    it("belongs to the owner, every file and dir of it", async () => {
+      const home = await fs.stat(path.dirname(lilith.checkout));
+      const uid = Number((await run("id", ["-u", OWNER])).stdout);
+      expect([home.uid, home.mode & 0o777]).toEqual([uid, 0o700]);
+      const notOwned = await run("find", [lilith.checkout, "!", "-user", OWNER]);
+      expect(notOwned.code, notOwned.stderr).toBe(0);
+      expect(notOwned.stdout).toBe("");
+      expect((await run("find", [lilith.checkout])).stdout.split("\n").length).toBeGreaterThan(20);
+      const name = await asOwner("git", "-C", lilith.checkout, "config", "user.name");
+      expect(name.stdout.trim()).toBe(`${OWNER}@lilith`);
+    });
+
+    it("pulls and pushes as the owner through the shared origin, before and after root pushes", async () => {
+      await commitToOrigin(fleet, { "hosts/lilith/notes.txt": "from root\n" }, "root: notes");
+      const pull = await asOwner("git", "-C", lilith.checkout, "pull", "-q", "--ff-only");
+      expect(pull.code, pull.stderr).toBe(0);
+      expect(await fs.readFile(path.join(lilith.checkout, "hosts/lilith/notes.txt"), "utf8")).toBe("from root\n");
+      const push = await asOwner(
+        "sh", "-c",
+        `cd ${q(lilith.checkout)} && echo 'from evie' >> hosts/lilith/notes.txt && git commit -qam 'lilith: notes as owner' && git push -q origin main`,
+      );
+      expect(push.code, push.stderr).toBe(0);
+      await commitToOrigin(fleet, { "hosts/lilith/notes.txt": "from root again\n" }, "root: notes again");
+      expect((await originLog(fleet)).slice(0, 3)).toEqual(["root: notes again", "lilith: notes as owner", "root: notes"]);
+      const again = await asOwner("git", "-C", lilith.checkout, "pull", "-q", "--ff-only");
+      expect(again.code, again.stderr).toBe(0);
+      expect((await run("find", [lilith.checkout, "!", "-user", OWNER])).stdout).toBe("");
+    });
+
+    it("root's git fails in it with dubious ownership, as on a real host", async () => {
+      const r = await ssh(lilith, `git -C ${q(lilith.checkout)} status`);
+      expect(r.code).toBe(128);
+      expect(r.stderr).toContain(`fatal: detected dubious ownership in repository at '${lilith.checkout}'`);
+    });
+
+    it("nh -R as root fails in Nix's git unless safe.directory is passed to it", async () => {
+      const link = `${lilith.stateDir}/validated`;
+      const build = `nh os build -R -H lilith -o ${q(link)} ${q(lilith.checkout)}`;
+      const plain = await ssh(lilith, build);
+      expect(plain.code).toBe(1);
+      expect(plain.stderr).toContain("error: program 'git' failed with exit code 129");
+      const trusted = await ssh(
+        lilith,
+        `GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0=${q(lilith.checkout)} ${build} && readlink ${q(link)}`,
+      );
+      expect(trusted.code, trusted.stderr).toBe(0);
+      expect(trusted.stdout.trim()).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-lilith-nixos-lite$/);
+      expect((await run("find", [lilith.checkout, "!", "-user", OWNER])).stdout).toBe("");
+    });
   });
 
   it("publishes the host key that ssh-keyscan sees", async () => {

@@ -3,6 +3,7 @@
 import { execFile, spawn } from "node:child_process";
 import { promises as fs, existsSync, readFileSync } from "node:fs";
 import * as net from "node:net";
+import * as os from "node:os";
 import * as path from "node:path";
 
 export type FleetRole = "desktop" | "laptop" | "server" | "pi";
@@ -10,6 +11,9 @@ export type FleetRole = "desktop" | "laptop" | "server" | "pi";
 export interface FleetHostSpec {
   readonly name: string;
   readonly role: FleetRole;
+  /** Unix user owning the host's nix-config checkout (as on NixOS, where it is e.g. evie's). The
+   *  simulation creates it as a system user if missing. Unset (or "root"): the checkout is root's. */
+  readonly owner?: string;
 }
 
 export interface StartFleetOptions {
@@ -35,7 +39,9 @@ export interface FleetHost {
   readonly user: "root";
   /** The sshd's public host key, authorized_keys format (`ssh-ed25519 AAAA…`), no comment. */
   readonly hostKey: string;
-  /** Absolute path of the host's nix-config clone (the configPath to use). */
+  /** Owner of the checkout and of every file in it: the spec's owner, or "root". */
+  readonly owner: string;
+  /** Absolute path of the host's nix-config clone (the configPath to use): simRoot/home/<owner>/nix-config. */
   readonly checkout: string;
   /** The host's simulated file system root (its state). */
   readonly simRoot: string;
@@ -65,7 +71,7 @@ export interface ExecResult {
 }
 
 export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
-  { name: "malphas", role: "desktop" },
+  { name: "malphas", role: "desktop", owner: "nixfleet-evie" },
   { name: "lilith", role: "laptop" },
   { name: "griefling", role: "server" },
   { name: "pi", role: "pi" },
@@ -81,7 +87,8 @@ export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes",
 
 interface FleetState {
   version: 1;
-  hosts: { name: string; role: FleetRole; port: number }[];
+  /** owner: absent for root-owned checkouts (fleet.json files written before owners existed). */
+  hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
 }
 
 /** Runs a program; never throws for a non-zero exit. */
@@ -124,6 +131,9 @@ function validateSpecs(specs: readonly FleetHostSpec[]): void {
     }
     if (!ROLES.includes(h.role)) {
       throw new Error(`fleet host ${h.name}: role ${JSON.stringify(h.role)} is not one of ${ROLES.join(", ")}`);
+    }
+    if (h.owner !== undefined && !/^[a-z_][a-z0-9_-]{0,30}$/.test(h.owner)) {
+      throw new Error(`fleet host ${h.name}: owner ${JSON.stringify(h.owner)} is not a Unix user name (lowercase letters, digits, '_', '-')`);
     }
     if (seen.has(h.name)) throw new Error(`fleet host ${h.name} is listed twice`);
     seen.add(h.name);
@@ -297,7 +307,9 @@ async function createOrigin(root: string, originDir: string, specs: readonly Fle
   }
   const git = (args: string[], cwd = seed) => must("git", args, { cwd });
   await fs.rm(originDir, { recursive: true, force: true });
-  await git(["init", "--bare", "--initial-branch=main", originDir], root);
+  // Shared (core.sharedRepository=0666): objects and refs root pushes stay writable for checkout owners
+  // and the other way round (dirs 2777, files a+r).
+  await git(["init", "--bare", "--shared=0666", "--initial-branch=main", originDir], root);
   await git(["init", "--initial-branch=main"]);
   await git(["add", "-A"]);
   await git(["-c", "user.name=nixfleet-sim", "-c", "user.email=sim@nixfleet.invalid", "commit", "-q", "-m", "Initial nix-config (simulated fleet)"]);
@@ -371,20 +383,78 @@ export function hostEnv(fleetRoot: string, host: Pick<FleetHost, "simRoot" | "st
   };
 }
 
-function hostPaths(root: string, name: string) {
+const ownerOf = (spec: { owner?: string }) => spec.owner ?? "root";
+
+function hostPaths(root: string, name: string, owner: string) {
   const simRoot = path.join(root, "hosts", name);
   return {
     simRoot,
-    checkout: path.join(simRoot, "home", "root", "nix-config"),
+    owner,
+    checkout: path.join(simRoot, "home", owner, "nix-config"),
     stateDir: path.join(simRoot, "var", "lib", "auto-upgrade"),
     profile: path.join(simRoot, "nix", "var", "nix", "profiles", "system"),
   };
 }
 
+const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * Creates `owner` as a system user unless it exists (the simulation runs as root). Users are
+ * machine-wide and shared by every fleet on the machine; the home in /etc/passwd is the simRoot of
+ * the fleet that created the user (nothing relies on it). Concurrent fleets may race: retried.
+ */
+async function ensureUser(owner: string, home: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    if ((await run("id", ["-u", owner])).code === 0) return;
+    const r = await run("useradd", ["--system", "--user-group", "--home-dir", home, "--no-create-home", "--shell", "/usr/sbin/nologin", owner]);
+    if (r.code === 0) return;
+    // 9: the name was taken meanwhile (a parallel fleet); 10: /etc/passwd is locked by another useradd.
+    if (attempt >= 50 || ![9, 10].includes(r.code)) throw new Error(`fleet: useradd ${owner} failed (exit ${r.code}): ${r.stderr}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * Owners must reach their home under the fleet root and origin.git: adds o+x (search, not list) to
+ * `dir` and each ancestor lacking it, inside the fleet root or the temp dir only (mkdtemp makes 0700
+ * dirs); any other blocking ancestor is an error rather than a change to the machine.
+ */
+async function letOthersIn(dir: string, root: string): Promise<void> {
+  const tmp = path.resolve(os.tmpdir());
+  for (let d = dir; ; d = path.dirname(d)) {
+    const st = await fs.stat(d);
+    if ((st.mode & 0o001) === 0) {
+      const ours = d === root || d.startsWith(`${root}/`) || d.startsWith(`${tmp}/`);
+      if (!ours) {
+        throw new Error(`fleet: checkout owners cannot reach ${root}: ${d} is not searchable by other users; put the fleet under ${tmp}`);
+      }
+      await fs.chmod(d, (st.mode & 0o7777) | 0o001);
+    }
+    if (path.dirname(d) === d) return;
+  }
+}
+
+/** How an owner's git reaches the root-owned bare origin (see fleet/README.md, "Owners"). */
+function ownerTransport(originDir: string) {
+  const safe = shq(`safe.directory=${originDir}`);
+  return { uploadpack: `git -c ${safe} upload-pack`, receivepack: `git -c ${safe} receive-pack` };
+}
+
 async function setupHost(root: string, originDir: string, spec: FleetHostSpec, install: boolean): Promise<void> {
-  const p = hostPaths(root, spec.name);
-  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles", "home/root"]) {
+  const owner = ownerOf(spec);
+  const p = hostPaths(root, spec.name, owner);
+  const home = path.dirname(p.checkout);
+  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles"]) {
     await fs.mkdir(path.join(p.simRoot, d), { recursive: true });
+  }
+  await fs.mkdir(home, { recursive: true });
+  if (owner !== "root") {
+    // As on NixOS: /home/<user> belongs to the user, mode 0700.
+    const uid = Number((await must("id", ["-u", owner])).trim());
+    const gid = Number((await must("id", ["-g", owner])).trim());
+    await fs.chown(home, uid, gid);
+    await fs.chmod(home, 0o700);
+    await letOthersIn(path.dirname(home), root);
   }
   await fs.writeFile(path.join(p.simRoot, "etc", "hostname"), `${spec.name}\n`);
   const key = path.join(p.simRoot, "etc/ssh/ssh_host_ed25519_key");
@@ -393,14 +463,27 @@ async function setupHost(root: string, originDir: string, spec: FleetHostSpec, i
   }
   if (!existsSync(path.join(p.checkout, ".git"))) {
     await fs.rm(p.checkout, { recursive: true, force: true });
-    await must("git", ["clone", "-q", "--branch", "main", originDir, p.checkout]);
-    await must("git", ["-C", p.checkout, "config", "user.name", `root@${spec.name}`]);
-    await must("git", ["-C", p.checkout, "config", "user.email", `root@${spec.name}.fleet.invalid`]);
+    if (owner === "root") {
+      await must("git", ["clone", "-q", "--branch", "main", originDir, p.checkout]);
+    } else {
+      // Cloned by the owner, so every file and dir is theirs. origin.git is root's: git (2.39) refuses a
+      // repository owned by someone else, and the forge it stands for is not a local directory on a
+      // real host, so the owner's upload-pack/receive-pack trust origin.git (and only it) for this clone.
+      const t = ownerTransport(originDir);
+      await must("runuser", ["-u", owner, "--", "git", "clone", "-q", "--no-local", "-u", t.uploadpack, "--branch", "main", originDir, p.checkout], { cwd: home });
+      await must("runuser", ["-u", owner, "--", "git", "-C", p.checkout, "config", "remote.origin.uploadpack", t.uploadpack], { cwd: home });
+      await must("runuser", ["-u", owner, "--", "git", "-C", p.checkout, "config", "remote.origin.receivepack", t.receivepack], { cwd: home });
+    }
+    const git = owner === "root" ? ["git"] : ["runuser", "-u", owner, "--", "git"];
+    await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.name", `${owner}@${spec.name}`], { cwd: home });
+    await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.email", `${owner}@${spec.name}.fleet.invalid`], { cwd: home });
   }
   if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) {
     // The machine as installed: its configuration built and activated (generation 1 of its profile).
+    // Nix's git refuses a checkout root does not own ("dubious ownership"), so the installer trusts it.
+    const trust = owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
     await must(path.join(root, "shims", "nh"), ["os", "switch", "-R", "-H", spec.name, p.checkout], {
-      env: hostEnv(root, p),
+      env: { ...hostEnv(root, p), ...trust },
       cwd: p.checkout,
     });
   }
@@ -446,8 +529,10 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   return withLock(root, async () => {
     const state = await readState(root);
     if (state) {
-      const want = specs.map((h) => `${h.name}:${h.role}`).join(",");
-      const have = state.hosts.map((h) => `${h.name}:${h.role}`).join(",");
+      const key = (h: { name: string; role: string; owner?: string }) =>
+        ownerOf(h) === "root" ? `${h.name}:${h.role}` : `${h.name}:${h.role}:${h.owner}`;
+      const want = specs.map(key).join(",");
+      const have = state.hosts.map(key).join(",");
       if (want !== have) {
         throw new Error(`fleet at ${root} has hosts ${have}, asked for ${want}: use another root or delete it`);
       }
@@ -472,12 +557,17 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     if (!state || !existsSync(path.join(originDir, "HEAD"))) await createOrigin(root, originDir, specs);
 
     const ports = await pickPorts(specs, opts.basePort ?? 2221, state, root);
+    for (const spec of specs) {
+      const owner = ownerOf(spec);
+      if (owner !== "root") await ensureUser(owner, path.join(root, "hosts", spec.name, "home", owner));
+    }
+    if (specs.some((h) => ownerOf(h) !== "root")) await letOthersIn(root, root);
     await Promise.all(specs.map((h) => setupHost(root, originDir, h, opts.install ?? true)));
 
     const hosts: FleetHost[] = [];
     const taken = new Set(ports);
     for (const [i, spec] of specs.entries()) {
-      const p = hostPaths(root, spec.name);
+      const p = hostPaths(root, spec.name, ownerOf(spec));
       const cfgPath = sshdConfigPath(p.simRoot);
       let port = ports[i];
       // Another fleet (a parallel test file) may bind a port between the check and sshd: move on.
@@ -509,7 +599,10 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       path.join(root, "known_hosts"),
       hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""),
     );
-    const newState: FleetState = { version: 1, hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port })) };
+    const newState: FleetState = {
+      version: 1,
+      hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port, ...(h.owner === "root" ? {} : { owner: h.owner }) })),
+    };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
     return fleetObject(root, hosts);
   });
@@ -519,7 +612,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
 export async function stopFleet(root: string): Promise<void> {
   const state = await readState(path.resolve(root));
   if (!state) return;
-  await Promise.all(state.hosts.map((h) => stopSshd(hostPaths(path.resolve(root), h.name).simRoot)));
+  await Promise.all(state.hosts.map((h) => stopSshd(hostPaths(path.resolve(root), h.name, ownerOf(h)).simRoot)));
 }
 
 /** The fleet under `root` as it is now, without starting anything; null if there is none. */
@@ -529,7 +622,7 @@ export async function fleetStatus(root: string): Promise<(FleetHost & { running:
   if (!state) return null;
   return Promise.all(
     state.hosts.map(async (h) => {
-      const p = hostPaths(abs, h.name);
+      const p = hostPaths(abs, h.name, ownerOf(h));
       return {
         name: h.name,
         role: h.role,

@@ -36,14 +36,17 @@ export function offlineEnv(dir: string, bin: string): Record<string, string> {
 
 /**
  * `stacks/Pulumi.demo.yaml` with each host's connection facts (port, pinned host key, checkout,
- * state dir) taken from the running fleet; everything else (roles, overrides) as the file says.
+ * state dir, and configOwner when the checkout is not root's) taken from the running fleet;
+ * everything else (roles, overrides) as the file says.
  */
 export function demoConfig(fleet: Fleet, stackFile = path.join(REPO, "stacks", "Pulumi.demo.yaml")) {
   const config = readStackFile(stackFile);
   const hosts = (config["nixfleet:hosts"] as Record<string, unknown>[]).map((h) => {
     const live = fleet.hosts.find((f) => f.name === h.name);
     if (!live) throw new Error(`${stackFile}: host ${String(h.name)} is not in the simulated fleet`);
-    return { ...h, address: live.address, port: live.port, user: live.user, hostKey: live.hostKey, configPath: live.checkout, stateDir: live.stateDir };
+    // configOwner only for a user-owned checkout: root-owned hosts exercise the default.
+    const owner = live.owner === "root" ? {} : { configOwner: live.owner };
+    return { ...h, address: live.address, port: live.port, user: live.user, hostKey: live.hostKey, configPath: live.checkout, ...owner, stateDir: live.stateDir };
   });
   return { ...config, "nixfleet:hosts": hosts } as Record<string, unknown>;
 }
