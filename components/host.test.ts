@@ -1,5 +1,6 @@
 // Unit tests of the resource graph with pulumi.runtime.setMocks: no engine, no hosts. The real
 // engine and real sshd are exercised by test/e2e; these pin the structure cheaply.
+import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { fleetProgram } from "./program";
@@ -182,7 +183,7 @@ describe("config errors stop the program before any resource", () => {
   it("the check above can see a resource registered before the error", async () => {
     pulumi.runtime.setMocks({ newResource: (args) => (probe.push(args.name), { id: args.name, state: args.inputs }), call: (args) => args.inputs }, "nixfleet", "test", false);
     const probe: string[] = [];
-    new pulumi.CustomResource("command:remote:Command", "leak", { create: "true" });
+    new command.remote.Command("leak", { connection: { host: "127.0.0.1" }, create: "true" });
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(probe).toEqual(["leak"]);
   });

@@ -1,6 +1,7 @@
 // End to end: the real Pulumi engine (CLI from toolchain/), real sshd, git and Nix, against the
 // SIMULATED fleet (fleet/README.md). One fleet and one stack for the whole file; the tests run in
 // order and each starts from the state the previous one left, as a user's stack would.
+import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -72,6 +73,14 @@ describe("pulumi against the simulated fleet", () => {
     }
   });
 
+  it("leaves a user's checkout entirely the user's: no root-owned file or directory, .git included", async () => {
+    const h = host("malphas");
+    expect(h.owner).not.toBe("root");
+    const rootOwned = execFileSync("find", [h.checkout, "-user", "root"], { encoding: "utf8" });
+    expect(rootOwned).toBe("");
+    expect(await fs.stat(path.join(h.checkout, "modules", "services", "system", "auto-upgrade.nix"))).toBeTruthy();
+  });
+
   it("commits back from the desktop and the laptop, never from the server or the pi (plan's Test 4)", async () => {
     const subjects = await originLog(fleet);
     expect(subjects).toEqual(expect.arrayContaining([expect.stringMatching(/^chore\(malphas\): auto-update \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/)]));
@@ -98,7 +107,7 @@ describe("pulumi against the simulated fleet", () => {
         if (m && m.op !== "same") touched.add(m.urn.split("::").pop()!);
       },
     });
-    expect([...touched].sort()).toEqual(["pi-file-hosts-pi-nixfleet-nix", "pi-hooks", "pi-switch", "pi-validate"]);
+    expect([...touched].sort()).toEqual(["pi-check-files", "pi-file-hosts-pi-nixfleet-nix", "pi-hooks", "pi-switch", "pi-validate"]);
     const after = await allSessions();
     for (const h of fleet.hosts) (h.name === "pi" ? expect(after[h.name]).toBeGreaterThan(before[h.name]) : expect(after[h.name]).toBe(before[h.name]));
   });
