@@ -10,7 +10,7 @@ const USAGE = "usage: fleet/cli.ts start|stop|status [--root DIR] [--base-port N
 
 function parse(argv: string[]): { cmd: string; root: string; basePort?: number; fresh: boolean } {
   const [cmd, ...rest] = argv;
-  let root = process.env.NIXFLEET_FLEET_ROOT ?? path.join(os.tmpdir(), "nixfleet-fleet");
+  let root = process.env.NIXFLEET_FLEET_ROOT || path.join(os.tmpdir(), "nixfleet-fleet");
   let basePort: number | undefined;
   let fresh = false;
   for (let i = 0; i < rest.length; i++) {

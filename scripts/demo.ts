@@ -11,7 +11,7 @@ import type { UpResult } from "@pulumi/pulumi/automation";
 const short = (p: string | null | undefined) => (p ? p.replace(/^\/nix\/store\/([a-z0-9]{8})[a-z0-9]*-/, "/nix/store/$1…-") : "-");
 
 async function main() {
-  const root = process.env.NIXFLEET_DEMO_ROOT ?? path.join(os.tmpdir(), "nixfleet-demo");
+  const root = path.resolve(process.env.NIXFLEET_DEMO_ROOT || path.join(os.tmpdir(), "nixfleet-demo"));
   console.log(`simulated fleet and Pulumi state under ${root} (set NIXFLEET_DEMO_ROOT to move it)`);
   const fleet = await startFleet({ root: path.join(root, "fleet") });
   try {
