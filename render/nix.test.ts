@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import {
+import { prng } from "../test/prng";
   apply,
   attrName,
   mkDefault,
@@ -204,15 +205,6 @@ describe("printNix rejects", () => {
 // ---------------------------------------------------------------------------------------------
 // Property round trip through real Nix 2.8.
 
-// mulberry32: tiny seeded PRNG, so every run tests the same values.
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FRAGMENTS = [
   '"', "\\", "${", "$", "$$", "$${", "\\${", "''", "'", "'''", "''$", "''\\", "'$", "$'", "}", "{",

@@ -1,6 +1,7 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { shellCommand, shellEnv, shellQuote } from "./shell";
+import { prng } from "../test/prng";
 
 describe("shellQuote", () => {
   it("leaves safe words bare and single-quotes the rest", () => {
@@ -47,15 +48,6 @@ describe("shellQuote", () => {
   });
 });
 
-// mulberry32: a tiny seeded PRNG, so every run checks the same strings.
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const HOSTILE = [
   " ", "  ", "'", "''", '"', "\\", "$", "$(id)", "`id`", "${HOME}", "$HOME", "\n", "\t", "\r", "*", "?", "[a]",
