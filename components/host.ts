@@ -70,13 +70,13 @@ export class Host extends pulumi.ComponentResource {
       privateKey: pulumi.secret(args.privateKey),
       hostKey: host.hostKey,
     };
-    const run = (step: string, create: pulumi.Input<string>, deps: pulumi.Resource[], triggers?: pulumi.Input<unknown>[], stdin?: string) =>
-      new command.remote.Command(`${name}-${step}`, { connection, create, stdin, triggers, logging: "stdoutAndStderr" }, { parent: this, dependsOn: deps });
+    const run = (suffix: string, create: pulumi.Input<string>, deps: pulumi.Resource[], triggers?: pulumi.Input<unknown>[], stdin?: string) =>
+      new command.remote.Command(`${name}-${suffix}`, { connection, create, stdin, triggers, logging: "stdoutAndStderr" }, { parent: this, dependsOn: deps });
 
     const files = renderHost(host);
     const hashes = Object.fromEntries(files.map((f) => [f.path, sha256(f.content)]));
     const filesHash = sha256(JSON.stringify(hashes));
-    const step = (name: Step, timeout: number, args: string[] = []) => stepCommand(host, name, timeout, hashes[SCRIPT_FILE], args);
+    const step = (which: Step, timeout: number, args: string[] = []) => stepCommand(host, which, timeout, hashes[SCRIPT_FILE], args);
 
     // Every file is checked for host-side edits before any is written (the command text holds all hashes).
     const check = run("check-files", checkFilesCommand(host, files, timeouts.copy), []);
@@ -101,7 +101,7 @@ export class Host extends pulumi.ComponentResource {
     }
 
     // Resolves once every step has run, so the status never reports a half-done host as done.
-    const logs = pulumi.all(Object.fromEntries(Object.entries(steps).map(([step, cmd]) => [step, cmd.stderr.apply(stepLines)])));
+    const logs = pulumi.all(Object.fromEntries(Object.entries(steps).map(([which, cmd]) => [which, cmd.stderr.apply(stepLines)])));
     this.status = pulumi.all([validate.stdout, switched.stdout, logs]).apply(([validatedPath, switchedSystem, stepLog]) => ({
       role: host.role,
       validatedPath,
