@@ -4,15 +4,16 @@
 # `auto-upgrade run` from the script next to this file (./auto-upgrade.sh, packaged with
 # pkgs.writeShellApplication). The workflow, in order:
 #
-#   1. pre-update hooks: start each unit of `preUpdateHooks` in order (`systemctl start`), e.g.
-#      `chezmoi-pre-update.service` to sync dotfiles. A missing hook is a warning, unless it is
-#      listed in `requiredHooks`, then the run fails before anything changes.
+#   1. pre-update hooks, e.g. `chezmoi-pre-update.service` to sync dotfiles: systemd starts the
+#      units of `preUpdateHooks` before the service (they are in its `after`/`wants`, in order;
+#      systemd does not order them among themselves), and the script stops if one failed, or if
+#      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
 #   3. validate (`preUpdateValidation`): `nh os build` of `nixosConfigurations.<flakeHost>`; the
 #      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
 #   4. switch to exactly that validated store path (never a fresh evaluation).
-#   5. commit-back (`hostCanCommitConfig`): commit and push local changes of the checkout
-#      (e.g. an updated flake.lock); a failed push is a warning.
+#   5. commit-back (`hostCanCommitConfig`): commit the checkout's changes to tracked files (e.g. an
+#      updated flake.lock), rebase onto the remote branch, push; a failed push is a warning.
 #
 # The three options added by nixfleet: `preUpdateValidation` (validate before switching, default
 # on), `preUpdateHooks` (units started before the update, in order) and `hostCanCommitConfig`
