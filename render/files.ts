@@ -7,7 +7,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { FullSettings, ResolvedHost } from "../config/resolve";
 import type { Role, Settings } from "../config/schema";
-import { mkDefault, path, printNix, type NixValue } from "./nix";
+import { mkDefault, nixComment, path, printNix, type NixValue } from "./nix";
 
 export interface RenderedFile {
   /** Relative to the nix-config checkout, "/"-separated. */
@@ -51,7 +51,7 @@ const autoUpgrade = (values: Record<string, NixValue>): NixValue => ({
 });
 
 function nixFile(comment: string[], args: string, body: NixValue): string {
-  const lines = [HEADER, ...comment].map((l) => `# ${l}`.trimEnd());
+  const lines = [HEADER, ...comment].map(nixComment);
   return `${lines.join("\n")}\n${args}:\n${printNix(body)}\n`;
 }
 

@@ -8,6 +8,7 @@ import {
   apply,
   attrName,
   mkDefault,
+  nixComment,
   nixString,
   NixValue,
   path,
@@ -173,6 +174,12 @@ describe("printNix rejects", () => {
       expect(() => path(p)).toThrow(/invalid Nix path literal .*: it must start with "\.\/", "\.\.\/" or "\/", use only the characters/);
     },
   );
+
+  it("comments that would spill onto a second line (and become code)", () => {
+    expect(nixComment("Host \"malphas\" (role desktop)")).toBe('# Host "malphas" (role desktop)');
+    expect(() => nixComment("x\n}; evil = true; {")).toThrow(/a Nix comment must be one line without control characters/);
+    expect(() => nixComment("x\ry")).toThrow(/one line/);
+  });
 
   it("non-plain objects, cycles, functions, bad indent", () => {
     expect(() => printNix(new Date() as unknown as NixValue)).toThrow(/cannot write a Date object/);

@@ -78,6 +78,17 @@ function checkText(s: string): void {
   }
 }
 
+/**
+ * A `# …` comment line. A newline (or any control character) would end the comment and turn the
+ * rest into code, so text that cannot stay one line is refused, not escaped.
+ */
+export function nixComment(text: string): string {
+  if (/[\x00-\x1f\x7f\u2028\u2029]/.test(text)) {
+    throw new Error(`a Nix comment must be one line without control characters: ${JSON.stringify(text.slice(0, 60))}`);
+  }
+  return `# ${text}`.trimEnd();
+}
+
 /** The `"…"` form of `s`: escapes `\`, `"`, `${`, newline, CR and tab; rejects other control characters. */
 export function nixString(s: string): string {
   checkText(s);
