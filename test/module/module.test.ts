@@ -11,6 +11,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ROLE_DEFAULTS, type FullSettings, type ResolvedHost } from "../../config/resolve";
 import type { Role, Settings } from "../../config/schema";
+import { scriptEnv } from "../../components/remote";
 import { renderHost } from "../../render/files";
 
 const ROOT = resolve(__dirname, "..", "..");
@@ -66,7 +67,8 @@ function resolvedHost(spec: HostSpec): ResolvedHost {
     port: 22,
     user: "root",
     configPath: spec.configPath ?? `/home/alice/nix-config`,
-    configOwner: spec.configOwner ?? "alice",
+    // An explicit `configOwner: undefined` means "not set": the owner of the checkout.
+    configOwner: "configOwner" in spec ? spec.configOwner : "alice",
     stateDir: spec.stateDir ?? "/var/lib/auto-upgrade",
     roleSettings,
     overrides,
@@ -278,6 +280,23 @@ describe("values are data: hostile strings survive verbatim", () => {
       AUTO_UPGRADE_USER: "o'brien",
     });
   });
+});
+
+// The settings → AUTO_UPGRADE_* mapping exists twice: the module's `environment` (timer) and
+// components/remote.ts's scriptEnv (push mode). Both must hand the script the same settings.
+describe("push mode and the timer give the script the same environment", () => {
+  const specs: HostSpec[] = [
+    { name: "same1", role: "desktop" },
+    { name: "same2", role: "server", configOwner: undefined, overrides: { hostCanCommitConfig: true, preUpdateHooks: ["a.service", "b.service"], requiredHooks: ["b.service"] } },
+    { name: "same3", role: "pi", stateDir: "/srv/state", overrides: { preUpdateValidation: false, branch: "stable", remote: "forge" } },
+  ];
+  for (const spec of specs) {
+    it(`${spec.name} (${spec.role})`, () => {
+      const dir = writeCheckout(spec);
+      const r = mustEval(systemExpr(dir, spec.name, UNITS));
+      expect(r.service.environment).toEqual(scriptEnv(resolvedHost(spec)));
+    });
+  }
 });
 
 describe("mistakes fail evaluation like NixOS, naming the option", () => {
