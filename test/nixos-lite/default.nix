@@ -17,7 +17,7 @@ let
     let
       pkgs = pkgsFor system;
       evaluation = lib.evalModules {
-        modules = [ ./base.nix ] ++ modules;
+        modules = [ ./base.nix ./toplevel.nix ] ++ modules;
         specialArgs = { inherit pkgs; nixosLite = { inherit system evaluation; }; } // specialArgs;
       };
     in
