@@ -262,11 +262,6 @@ describe("mistakes fail evaluation like NixOS, naming the option", () => {
     expect(err).not.toContain("Failed assertions");
   });
 
-  it("a hook with a \\x2d escape, which NixOS' after/wants refuse, is refused by the hook's own type", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "esc", role: "laptop", overrides: { preUpdateHooks: ["foo\\x2dbar.mount"] } }), "esc", UNITS));
-    expect(err).toContain(`${OPT}.preUpdateHooks."[definition 1-entry 1]"' is not of type`);
-  });
-
   it("a unit name NixOS refuses, set by the user on the service itself, is NixOS' type error", () => {
     const err = evalFailure(withModule(checkout({ name: "wnt", role: "server" }), "wnt", `{ systemd.services.auto-upgrade.wants = [ "network-online" ]; }`, UNITS));
     expect(err).toContain("A definition for option `systemd.services.auto-upgrade.wants.\"[definition 1-entry 1]\"' is not of type `string matching the pattern [a-zA-Z0-9@%:_.\\-]+[.](service|");

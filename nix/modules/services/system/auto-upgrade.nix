@@ -62,9 +62,9 @@ let
   };
 
   # systemd unit names: prefix[@instance].type. The same rule as the stack config schema and
-  # auto-upgrade.sh's UNIT_RE, minus `\` escapes, which NixOS' own unitNameType (the type of
-  # `after`/`wants`/`onFailure`) refuses.
-  unitNameRegex = "[A-Za-z0-9:_.][-A-Za-z0-9:_.]*(@[-A-Za-z0-9:_.]*)?\\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)";
+  # auto-upgrade.sh's UNIT_RE; every name it accepts is also one NixOS' unitNameType (the type of
+  # `after`/`wants`/`onFailure`, nixos/lib/systemd-lib.nix) accepts, so the error names this option.
+  unitNameRegex = "[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)";
   unitName = types.strMatching unitNameRegex;
 
   # systemd expands specifiers in `Environment=` (`%H` is the host name): `%%` is a literal `%`.
