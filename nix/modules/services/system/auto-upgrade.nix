@@ -9,9 +9,12 @@
 #      systemd does not order them among themselves), and the script stops if one failed, or if
 #      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
-#   3. validate (`preUpdateValidation`): `nh os build` of `nixosConfigurations.<flakeHost>`; the
+#   3. validate (`preUpdateValidation`): `nix build` of `nixosConfigurations.<flakeHost>`; the
 #      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
-#   4. switch to exactly that validated store path (never a fresh evaluation).
+#   4. activate exactly that validated store path (never a fresh evaluation), safely:
+#      `switch-to-configuration test`, then the health gate (`healthCheck`), and only then the
+#      system profile and `switch-to-configuration boot`. A failed activation or gate re-activates
+#      the previous system (profile and boot entry never moved), and systemd starts `onFailure`.
 #   5. commit-back (`hostCanCommitConfig`): commit the checkout's changes to tracked files (e.g. an
 #      updated flake.lock), rebase onto the remote branch, push; a failed push is a warning.
 #
@@ -149,7 +152,7 @@ in
       default = true;
       example = false;
       description = ''
-        Build the new system (`nh os build`) before switching, keep that build GC-rooted under
+        Build the new system (`nix build`) before switching, keep that build GC-rooted under
         `stateDir`, and switch to exactly that store path. A failed build leaves the host unchanged.
       '';
     };
