@@ -40,6 +40,8 @@ describe("merging, as nixpkgs lib/modules.nix", () => {
     expect(mustEval(lite(`[ { s = mkDefault "role"; } { s = "host"; } ]`, "config.s"))).toBe("host");
     expect(mustEval(lite(`[ { s = mkForce "forced"; } { s = "host"; } { s = mkDefault "role"; } ]`, "config.s"))).toBe("forced");
     expect(mustEval(lite(`[ ]`, "config.xs"))).toEqual(["default"]);
+    // The default is a definition at mkOptionDefault priority: definitions at that priority join it.
+    expect(mustEval(lite(`[ { xs = lib.mkOptionDefault [ "x" ]; } { xs = lib.mkOptionDefault [ "y" ]; } ]`, "config.xs"))).toEqual(["default", "y", "x"]);
   });
 
   it("mkBefore / mkAfter / mkOrder sort definitions, stable within one order", () => {

@@ -107,10 +107,10 @@ let
         let
           type = decl.type or types.unspecified;
           r0 = mergeDefinitions loc type defs;
-          # The default has the lowest priority (mkOptionDefault, 1500): it is
-          # only used, and only evaluated, when nothing else defines the option.
-          r = if r0.isDefined || !(decl ? default) then r0
-            else mergeDefinitions loc type [{ file = builtins.head decl.declarations; value = decl.default; }];
+          # nixpkgs adds the default as one more definition, `mkOptionDefault` (1500), in front of the
+          # others. Same result, but the default is only evaluated when no definition beats it.
+          r = if !(decl ? default) || r0.highestPrio < 1500 then r0
+            else mergeDefinitions loc type ([{ file = builtins.head decl.declarations; value = lib.mkOptionDefault decl.default; }] ++ defs);
         in
         decl // {
           inherit loc;
