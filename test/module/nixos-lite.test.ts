@@ -69,6 +69,16 @@ describe("merging, as nixpkgs lib/modules.nix", () => {
     expect(evalFailure(lite(`[ ]`, "config.n.m"))).toContain("The option `n.m' was accessed but has no value defined. Try setting the option.");
     expect(evalFailure(lite(`[ { b = mkIf 1 true; } ]`, "config.b"))).toContain("‘mkIf’ called with a non-Boolean condition");
   });
+
+  it("a package may be defined once per priority, even twice the same (mergeUniqueOption); unspecified merges by kind", () => {
+    const two = (type: string, a: string, b: string) => `let
+      lib = (import ${LITE}).lib; pkgs = (import ${LITE}).pkgsFor "x86_64-linux";
+      r = lib.evalModules { modules = [ { options.v = lib.mkOption { type = ${type}; }; } { v = ${a}; } { v = ${b}; } ]; };
+    in r.config.v`;
+    expect(evalFailure(two("lib.types.package", "pkgs.gzip", "pkgs.gzip"))).toContain("The option `v' is defined multiple times while it's expected to be unique.");
+    expect(mustEval(two("lib.types.unspecified", "[ 1 ]", "[ 2 ]"))).toEqual([2, 1]);
+    expect(evalFailure(two("lib.types.unspecified", "1", "2"))).toContain("Cannot merge definitions of `v'");
+  });
 });
 
 describe("disabledModules, as nixpkgs' collectModules", () => {

@@ -186,9 +186,22 @@ let
     if defs == [ ] then throw "The option `${showOption loc}' was accessed but has no value defined. Try setting the option."
     else if all (d: d.value == (head defs).value) defs then (head defs).value
     else throw "The option `${showOption loc}' has conflicting definition values:${showDefs defs}\nUse `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions.";
+  # nixpkgs lib/options.nix mergeDefaultOption (types.unspecified): lists concatenate, attrsets
+  # merge, bools or, strings concatenate, equal ints stay; anything else cannot be merged.
+  mergeDefaultOption = loc: defs:
+    let list = map (d: d.value) defs; in
+    if length list == 1 then head list
+    else if all isFunction list then x: mergeDefaultOption loc (map (d: d // { value = d.value x; }) defs)
+    else if all isList list then concatLists list
+    else if all isAttrs list then foldl' (a: b: a // b) { } list
+    else if all isBool list then any (x: x) list
+    else if all isString list then concatStringsSep "" list
+    else if all isInt list && all (x: x == head list) list then head list
+    else throw "Cannot merge definitions of `${showOption loc}'. Definition values:${showDefs defs}";
+  # nixpkgs lib/options.nix mergeUniqueOption: even equal values may not be defined twice.
   mergeOneOption = loc: defs:
     if length defs == 1 then (head defs).value
-    else mergeEqualOption loc defs;
+    else throw "The option `${showOption loc}' is defined multiple times while it's expected to be unique.\n\nDefinition values:${showDefs defs}\nUse `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions.\n";
 
   # --- types -----------------------------------------------------------------
   # nixpkgs lib/types.nix addCheck: the type with one more condition on its values.
@@ -248,7 +261,7 @@ let
     };
     package = mkOptionType { name = "package"; description = "package"; check = isDerivation; merge = mergeOneOption; };
     raw = mkOptionType { name = "raw"; description = "raw value"; merge = mergeOneOption; };
-    unspecified = mkOptionType { name = "unspecified"; description = "unspecified value"; merge = mergeOneOption; };
+    unspecified = mkOptionType { name = "unspecified"; description = "unspecified value"; merge = mergeDefaultOption; };
     attrs = mkOptionType {
       name = "attrs"; description = "attribute set"; check = isAttrs;
       merge = _: defs: foldl' (acc: d: acc // d.value) { } defs;
@@ -335,7 +348,7 @@ let
       makeSearchPathOutput optionalAttrs nameValuePair mapAttrs';
     inherit mkOptionType mkOption mkEnableOption mkPackageOption literalExpression literalMD mdDoc
       mkIf mkMerge mkOverride mkOptionDefault mkDefault mkForce mkVMOverride defaultOverridePriority
-      isOption isType dischargeProperties pushDownProperties mergeDefinitions mergeEqualOption mergeOneOption
+      isOption isType dischargeProperties pushDownProperties mergeDefinitions mergeEqualOption mergeOneOption mergeDefaultOption
       optional optionals subtractLists unique imap1 last toList flatten
       hasPrefix hasSuffix hasInfix escapeRegex boolToString escapeShellArg escapeShellArgs splitString makeBinPath
       isDerivation attrByPath filterAttrs mapAttrsToList recursiveUpdate getExe getExe'
