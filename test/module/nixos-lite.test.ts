@@ -176,6 +176,10 @@ describe("systemd units, as nixos/lib/systemd-unit-options.nix and systemd-lib.n
     expect(r.yPATH).toMatch(/^\/nix\/store\/[a-z0-9]{32}-coreutils-nixos-lite-standin\/bin:/);
   });
 
+  it("startAt is always a list (its `apply`, as in systemd-unit-options.nix)", () => {
+    expect(mustEval(svc(`{ startAt = "daily"; }`, "cfg.systemd.services.x.startAt"))).toEqual(["daily"]);
+  });
+
   it("a user's own environment.PATH conflicts with NixOS' (both normal priority)", () => {
     expect(evalFailure(svc(`{ environment.PATH = "/bin"; }`, "cfg.systemd.services.x.environment")))
       .toContain("The option `systemd.services.x.environment.PATH' has conflicting definition values");

@@ -87,7 +87,12 @@ let
     script = mkOption { type = types.lines; default = ""; description = "Shell commands run as the service."; };
     preStart = mkOption { type = types.lines; default = ""; description = "Shell commands run before the service."; };
     postStart = mkOption { type = types.lines; default = ""; description = "Shell commands run after the service started."; };
-    startAt = mkOption { type = types.either types.str (types.listOf types.str); default = [ ]; description = "Calendar times."; };
+    startAt = mkOption {
+      type = types.either types.str (types.listOf types.str);
+      default = [ ];
+      description = "Calendar times; a timer of the same name starts the service (always a list, as on NixOS).";
+      apply = v: if builtins.isList v then v else [ v ];
+    };
     restartIfChanged = mkOption { type = types.bool; default = true; description = "Restart the unit when it changed on switch."; };
     reloadIfChanged = mkOption { type = types.bool; default = false; description = "Reload instead of restart."; };
     stopIfChanged = mkOption { type = types.bool; default = true; description = "Stop then start instead of restart."; };

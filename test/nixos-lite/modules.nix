@@ -114,7 +114,9 @@ let
         in
         decl // {
           inherit loc;
-          inherit (r) value isDefined;
+          inherit (r) isDefined;
+          # nixpkgs evalOptionValue: `apply` turns the merged value into the option's value.
+          value = if decl ? apply then decl.apply r.value else r.value;
           files = unique (map (d: d.file) defs);
           definitions = map (d: d.value) r.defsFinal;
           highestPrio = r.highestPrio;
