@@ -9,6 +9,7 @@
 let
   lib = import ./lib.nix;
   pkgsFor = system: import ./pkgs.nix { inherit lib system; };
+  modulesPath = "${toString ./.}/nixos-modules-SIMULATED";
   defaultSystem = builtins.currentSystem or (throw
     "nixos-lite: pass `system` to nixosSystem (pure evaluation, e.g. in a flake, has no builtins.currentSystem)");
 
@@ -18,7 +19,10 @@ let
       pkgs = pkgsFor system;
       evaluation = lib.evalModules {
         modules = [ ./base.nix ./toplevel.nix ] ++ modules;
-        specialArgs = { inherit pkgs; nixosLite = { inherit system evaluation; }; } // specialArgs;
+        # nixos/lib/eval-config.nix passes modulesPath (nixpkgs' nixos/modules). nixos-lite has no
+        # such tree: the path only names the stand-ins keyed under it (base.nix), so that
+        # `disabledModules = [ "tasks/auto-upgrade.nix" ]` works as on NixOS.
+        specialArgs = { inherit pkgs modulesPath; nixosLite = { inherit system evaluation; }; } // specialArgs;
       };
     in
     evaluation // { inherit pkgs; };

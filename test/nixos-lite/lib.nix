@@ -20,6 +20,7 @@ let
   imap1 = f: xs: genList (i: f (i + 1) (builtins.elemAt xs i)) (length xs);
   last = xs: builtins.elemAt xs (length xs - 1);
   toList = x: if isList x then x else [ x ];
+  reverseList = xs: let l = length xs; in genList (n: builtins.elemAt xs (l - n - 1)) l;
   flatten = x: if isList x then concatLists (map flatten x) else [ x ];
 
   # --- strings -------------------------------------------------------------
@@ -36,6 +37,16 @@ let
     [ "\\\\" "\\[" "\\]" "\\{" "\\}" "\\(" "\\)" "\\^" "\\$" "\\*" "\\+" "\\?" "\\." "\\|" ]
     s;
   boolToString = b: if b then "true" else "false";
+  optionalString = cond: s: if cond then s else "";
+  concatMapStrings = f: xs: concatStringsSep "" (map f xs);
+  removeSuffix = suff: str:
+    if hasSuffix suff str then substring 0 (stringLength str - stringLength suff) str else str;
+  # nixpkgs lib/strings.nix: toJSON with `$` escaped, so the result is a Nix string literal.
+  escapeNixString = s: replaceStrings [ "$" ] [ "\\$" ] (toJSON s);
+  escapeNixIdentifier = s:
+    if builtins.match "[a-zA-Z_][a-zA-Z0-9_'-]*" s != null
+      && !(elem s [ "assert" "else" "if" "in" "inherit" "let" "or" "rec" "then" "with" ])
+    then s else escapeNixString s;
   # nixpkgs: plain words stay bare, everything else is single-quoted.
   escapeShellArg = arg:
     let s = toString arg; in
@@ -43,7 +54,15 @@ let
     else "'${replaceStrings [ "'" ] [ "'\\''" ] s}'";
   escapeShellArgs = xs: concatStringsSep " " (map escapeShellArg xs);
   splitString = sep: s: filter isString (builtins.split (escapeRegex sep) s);
-  makeBinPath = pkgs: concatStringsSep ":" (map (p: "${p}/bin") pkgs);
+  # nixpkgs lib/attrsets.nix getOutput + lib/strings.nix makeSearchPathOutput: a package's `bin`
+  # output (or `out`), a string stays itself; makeBinPath is makeSearchPathOutput "bin" "bin".
+  getOutput = output: pkg:
+    if !(isAttrs pkg && pkg ? outputSpecified && pkg.outputSpecified)
+    then pkg.${output} or pkg.out or pkg else pkg;
+  getBin = getOutput "bin";
+  makeSearchPathOutput = output: subDir: pkgs:
+    concatStringsSep ":" (map (p: "${getOutput output p}/${subDir}") (filter (x: x != null) pkgs));
+  makeBinPath = makeSearchPathOutput "bin" "bin";
 
   # --- attrsets ------------------------------------------------------------
   isDerivation = x: isAttrs x && (x.type or null) == "derivation";
@@ -55,6 +74,9 @@ let
     listToAttrs (map (n: { name = n; value = set.${n}; })
       (filter (n: pred n set.${n}) (attrNames set)));
   mapAttrsToList = f: set: map (n: f n set.${n}) (attrNames set);
+  optionalAttrs = cond: as: if cond then as else { };
+  nameValuePair = name: value: { inherit name value; };
+  mapAttrs' = f: set: listToAttrs (mapAttrsToList f set);
   recursiveUpdate = a: b: a // mapAttrs
     (n: v: if isAttrs v && isAttrs (a.${n} or null) && !isDerivation v then recursiveUpdate a.${n} v else v) b;
   getExe = drv:
@@ -72,7 +94,9 @@ let
     else if isDerivation v then "<derivation ${v.name or "?"}>"
     else if isAttrs v then "{ ${concatStringsSep " " (map (n: "${n} = ${showVal v.${n}};") (attrNames v))} }"
     else toJSON v;
-  showOption = loc: concatStringsSep "." loc;
+  # nixpkgs lib/options.nix: parts that are not Nix identifiers are quoted, `<name>` and `*` stay.
+  showOption = loc: concatStringsSep "."
+    (map (p: if p == "*" || builtins.match "<(.*)>" p != null then p else escapeNixIdentifier p) loc);
   showDefs = defs: concatStringsSep "" (map (d: "\n- In `${d.file}': ${showVal d.value}") defs);
 
   # --- properties: mkIf / mkMerge / mkOverride -------------------------------
@@ -84,6 +108,11 @@ let
   defaultOverridePriority = 100;
   mkForce = mkOverride 50;
   mkVMOverride = mkOverride 10;
+  # nixpkgs lib/modules.nix: mkOrder sorts the definitions of one option (stable, lower first).
+  mkOrder = priority: content: { _type = "order"; inherit priority content; };
+  defaultOrderPriority = 1000;
+  mkBefore = mkOrder 500;
+  mkAfter = mkOrder 1500;
 
   mkOption = attrs: attrs // { _type = "option"; };
   mkEnableOption = name: mkOption {
@@ -104,16 +133,20 @@ let
   isOption = x: isAttrs x && (x._type or null) == "option";
   isType = t: x: isAttrs x && (x._type or null) == t;
 
-  # Expands mkMerge and mkIf, unwraps mkOverride; returns [ { priority; value; } ].
-  dischargeProperties = priority: v:
+  # Expands mkMerge and mkIf, unwraps mkOverride and mkOrder; returns [ { priority; order; value; } ].
+  # (nixpkgs discharges mkIf/mkMerge, then filterOverrides', then sortProperties; unwrapping all
+  # three here in one pass gives the same result for every nesting NixOS itself accepts.)
+  dischargeProperties = dischargeWith { priority = defaultOverridePriority; order = defaultOrderPriority; };
+  dischargeWith = props: v:
     let t = if isAttrs v then v._type or null else null; in
-    if t == "merge" then concatLists (map (dischargeProperties priority) v.contents)
+    if t == "merge" then concatLists (map (dischargeWith props) v.contents)
     else if t == "if" then
       (if isBool v.condition then
-        (if v.condition then dischargeProperties priority v.content else [ ])
-      else throw "lib.mkIf called with a non-Boolean condition (${showVal v.condition})")
-    else if t == "override" then dischargeProperties v.priority v.content
-    else [{ inherit priority; value = v; }];
+        (if v.condition then dischargeWith props v.content else [ ])
+      else throw "‘mkIf’ called with a non-Boolean condition")
+    else if t == "override" then dischargeWith (props // { inherit (v) priority; }) v.content
+    else if t == "order" then dischargeWith (props // { order = v.priority; }) v.content
+    else [ (props // { value = v; }) ];
 
   # Distributes mkMerge / mkIf / mkOverride over the attributes of an attrset,
   # so that definitions can be collected attribute by attribute.
@@ -129,10 +162,12 @@ let
   mergeDefinitions = loc: type: defs:
     let
       discharged = concatLists (map
-        (d: map (p: { inherit (d) file; inherit (p) priority value; }) (dischargeProperties defaultOverridePriority d.value))
+        (d: map (p: { inherit (d) file; inherit (p) priority order value; }) (dischargeProperties d.value))
         defs);
       highestPrio = foldl' (acc: d: if d.priority < acc then d.priority else acc) 9999 discharged;
-      defsFinal = map (d: { inherit (d) file value; }) (filter (d: d.priority == highestPrio) discharged);
+      # nixpkgs sortProperties: builtins.sort is stable, so equal orders keep definition order.
+      defsFinal = map (d: { inherit (d) file value; })
+        (builtins.sort (a: b: a.order < b.order) (filter (d: d.priority == highestPrio) discharged));
       bad = filter (d: !(type.check d.value)) defsFinal;
       isDefined = defsFinal != [ ];
       mergedValue =
@@ -143,27 +178,78 @@ let
     {
       inherit isDefined defsFinal highestPrio;
       value = if isDefined then mergedValue
-        else throw "The option `${showOption loc}' is used but not defined.";
+        else throw "The option `${showOption loc}' was accessed but has no value defined. Try setting the option.";
       optionalValue = if isDefined then { value = mergedValue; } else { };
     };
 
   mergeEqualOption = loc: defs:
-    if defs == [ ] then throw "The option `${showOption loc}' is used but not defined."
+    if defs == [ ] then throw "The option `${showOption loc}' was accessed but has no value defined. Try setting the option."
     else if all (d: d.value == (head defs).value) defs then (head defs).value
     else throw "The option `${showOption loc}' has conflicting definition values:${showDefs defs}\nUse `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions.";
+  # nixpkgs lib/options.nix mergeDefaultOption (types.unspecified): lists concatenate, attrsets
+  # merge, bools or, strings concatenate, equal ints stay; anything else cannot be merged.
+  mergeDefaultOption = loc: defs:
+    let list = map (d: d.value) defs; in
+    if length list == 1 then head list
+    else if all isFunction list then x: mergeDefaultOption loc (map (d: d // { value = d.value x; }) defs)
+    else if all isList list then concatLists list
+    else if all isAttrs list then foldl' (a: b: a // b) { } list
+    else if all isBool list then any (x: x) list
+    else if all isString list then concatStringsSep "" list
+    else if all isInt list && all (x: x == head list) list then head list
+    else throw "Cannot merge definitions of `${showOption loc}'. Definition values:${showDefs defs}";
+  # nixpkgs lib/options.nix mergeUniqueOption: even equal values may not be defined twice.
   mergeOneOption = loc: defs:
     if length defs == 1 then (head defs).value
-    else mergeEqualOption loc defs;
+    else throw "The option `${showOption loc}' is defined multiple times while it's expected to be unique.\n\nDefinition values:${showDefs defs}\nUse `lib.mkForce value` or `lib.mkDefault value` to change the priority on any of these definitions.\n";
 
   # --- types -----------------------------------------------------------------
+  # nixpkgs lib/types.nix addCheck: the type with one more condition on its values.
+  addCheck = elemType: check: elemType // { check = x: elemType.check x && check x; };
+
   mkOptionType = { name, description ? name, check ? (_: true), merge ? mergeEqualOption, getSubOptions ? (_: { }), nestedTypes ? { } }:
     { _type = "option-type"; inherit name description check merge getSubOptions nestedTypes; };
 
   types = rec {
     bool = mkOptionType { name = "bool"; description = "boolean"; check = isBool; };
     int = mkOptionType { name = "int"; description = "signed integer"; check = isInt; };
-    port = mkOptionType { name = "port"; description = "16 bit unsigned integer"; check = x: isInt x && x >= 0 && x <= 65535; };
+    # nixpkgs lib/types.nix `ints`: names and descriptions as there (they appear in type errors).
+    ints =
+      let
+        betweenDesc = lo: hi: "${toString lo} and ${toString hi} (both inclusive)";
+        between = lo: hi: addCheck int (x: x >= lo && x <= hi) // {
+          name = "intBetween"; description = "integer between ${betweenDesc lo hi}";
+        };
+        ign = lo: hi: name: docStart: between lo hi // { inherit name; description = "${docStart}; between ${betweenDesc lo hi}"; };
+        unsign = bit: range: ign 0 (range - 1) "unsignedInt${toString bit}" "${toString bit} bit unsigned integer";
+        sign = bit: range: ign (0 - range / 2) (range / 2 - 1) "signedInt${toString bit}" "${toString bit} bit signed integer";
+      in
+      {
+        inherit between;
+        unsigned = addCheck int (x: x >= 0) // { name = "unsignedInt"; description = "unsigned integer, meaning >=0"; };
+        positive = addCheck int (x: x > 0) // { name = "positiveInt"; description = "positive integer, meaning >0"; };
+        u8 = unsign 8 256;
+        u16 = unsign 16 65536;
+        u32 = unsign 32 4294967296;
+        s8 = sign 8 256;
+        s16 = sign 16 65536;
+        s32 = sign 32 4294967296;
+      };
+    port = ints.u16;
     str = mkOptionType { name = "str"; description = "string"; check = isString; };
+    # nixpkgs: the whole string must match (builtins.match is anchored); the pattern is shown in errors.
+    strMatching = pattern: mkOptionType {
+      name = "strMatching ${escapeNixString pattern}";
+      description = "string matching the pattern ${pattern}";
+      check = x: isString x && builtins.match pattern x != null;
+    };
+    # nixpkgs: one line, optionally newline-terminated; the merge drops that trailing newline.
+    singleLineStr = mkOptionType {
+      name = "singleLineStr";
+      description = "(optionally newline-terminated) single-line string";
+      check = (strMatching "[^\n\r]*\n?").check;
+      merge = loc: defs: removeSuffix "\n" (mergeEqualOption loc defs);
+    };
     nonEmptyStr = mkOptionType { name = "nonEmptyStr"; description = "non-empty string"; check = x: isString x && builtins.match "[ \t\n]*" x == null; };
     lines = mkOptionType {
       name = "lines"; description = "strings concatenated with \"\\n\""; check = isString;
@@ -175,7 +261,7 @@ let
     };
     package = mkOptionType { name = "package"; description = "package"; check = isDerivation; merge = mergeOneOption; };
     raw = mkOptionType { name = "raw"; description = "raw value"; merge = mergeOneOption; };
-    unspecified = mkOptionType { name = "unspecified"; description = "unspecified value"; merge = mergeOneOption; };
+    unspecified = mkOptionType { name = "unspecified"; description = "unspecified value"; merge = mergeDefaultOption; };
     attrs = mkOptionType {
       name = "attrs"; description = "attribute set"; check = isAttrs;
       merge = _: defs: foldl' (acc: d: acc // d.value) { } defs;
@@ -257,9 +343,12 @@ let
   modulesLib = import ./modules.nix { inherit lib; };
 
   lib = {
-    inherit types mkOptionType mkOption mkEnableOption mkPackageOption literalExpression literalMD mdDoc
+    inherit types addCheck mkOrder mkBefore mkAfter defaultOrderPriority dischargeWith
+      reverseList optionalString concatMapStrings removeSuffix escapeNixString escapeNixIdentifier getOutput getBin
+      makeSearchPathOutput optionalAttrs nameValuePair mapAttrs';
+    inherit mkOptionType mkOption mkEnableOption mkPackageOption literalExpression literalMD mdDoc
       mkIf mkMerge mkOverride mkOptionDefault mkDefault mkForce mkVMOverride defaultOverridePriority
-      isOption isType dischargeProperties pushDownProperties mergeDefinitions mergeEqualOption mergeOneOption
+      isOption isType dischargeProperties pushDownProperties mergeDefinitions mergeEqualOption mergeOneOption mergeDefaultOption
       optional optionals subtractLists unique imap1 last toList flatten
       hasPrefix hasSuffix hasInfix escapeRegex boolToString escapeShellArg escapeShellArgs splitString makeBinPath
       isDerivation attrByPath filterAttrs mapAttrsToList recursiveUpdate getExe getExe'
@@ -269,8 +358,10 @@ let
       replaceStrings stringLength substring tail toJSON typeOf;
     inherit (modulesLib) evalModules;
     # nixpkgs has lib.strings / lib.lists / lib.attrsets; a few common spellings.
-    strings = { inherit hasPrefix hasSuffix hasInfix escapeShellArg escapeShellArgs concatStringsSep splitString; };
-    lists = { inherit optional optionals subtractLists unique imap1 last toList flatten; };
+    strings = { inherit hasPrefix hasSuffix hasInfix escapeShellArg escapeShellArgs concatStringsSep splitString
+      optionalString removeSuffix escapeNixString escapeNixIdentifier makeSearchPathOutput; };
+    lists = { inherit optional optionals subtractLists unique imap1 last toList flatten reverseList; };
+    attrsets = { inherit attrByPath filterAttrs mapAttrsToList optionalAttrs nameValuePair mapAttrs' getOutput getBin; };
     trivial = { inherit boolToString; };
     nixosLite = true; # marker: this is the simulation, not nixpkgs' lib
   };

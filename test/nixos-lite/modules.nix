@@ -10,7 +10,12 @@
 #      mkForce 50; the highest priority wins), mkIf, mkMerge, option defaults;
 #    - every merged value is checked against its type (error names the option);
 #    - a definition of an undeclared option under a declared tree is an error:
-#      "The option `x' does not exist".
+#      "The option `x' does not exist";
+#    - equal-priority definitions merge in REVERSE module order, as nixpkgs'
+#      lib/modules.nix does (`mergeModules prefix (reverseList …)`);
+#    - `disabledModules` (paths, strings under `modulesPath`, attrsets with
+#      `key`) removes those modules and what only they import, as
+#      nixpkgs' collectModules does.
 #  See ./README.md for what is and is not simulated.
 # ============================================================================
 { lib }:
@@ -18,9 +23,9 @@ let
   inherit (builtins)
     attrNames concatLists elem filter foldl' functionArgs intersectAttrs isAttrs isFunction isPath isString
     mapAttrs removeAttrs;
-  inherit (lib) imap1 isOption mergeDefinitions pushDownProperties showDefs showOption types unique;
+  inherit (lib) imap1 isOption mergeDefinitions pushDownProperties reverseList showDefs showOption types unique;
 
-  structuredKeys = [ "_file" "key" "imports" "options" "config" "meta" "disabledModules" ];
+  structuredKeys = [ "_class" "_file" "key" "imports" "options" "config" "meta" "disabledModules" ];
 
   evalModules = { modules, specialArgs ? { }, prefix ? [ ] }:
     let
@@ -35,10 +40,11 @@ let
       load = parentFile: parentKey: idx: m:
         let
           isFile = isPath m || isString m;
-          key = if isFile then toString m else "${parentKey}:anon-${toString idx}";
           raw = if isFile then import m else m;
           value = if isFunction raw then applyArgs raw else raw;
-          file = value._file or (if isFile then toString m else parentFile);
+          # nixpkgs: `key` of the module itself, else the file's path, else parent key + index.
+          key = toString (value.key or (if isFile then toString m else "${parentKey}:anon-${toString idx}"));
+          file = toString (value._file or (if isFile then toString m else parentFile));
           structured = value ? config || value ? options;
           unsupported = filter (n: !(elem n structuredKeys)) (attrNames value);
         in
@@ -49,14 +55,31 @@ let
         else {
           inherit key file;
           importsLoaded = imap1 (load file key) (value.imports or [ ]);
+          disabledModules = map (disabledKey file) (value.disabledModules or [ ]);
           options = value.options or { };
           config = if structured then value.config or { } else removeAttrs value structuredKeys;
         };
 
-      loaded = builtins.genericClosure {
-        startSet = imap1 (load "<unknown-file>" "<top>") modules;
-        operator = m: m.importsLoaded;
-      };
+      # nixpkgs lib/modules.nix collectModules/isDisabled: what a disabledModules entry names.
+      disabledKey = file: d:
+        if isString d then
+          (if builtins.substring 0 1 d == "/" then d else "${toString (specialArgs.modulesPath or "")}/${d}")
+        else if isPath d then toString d
+        else if isAttrs d && d ? key then toString d.key
+        else if isAttrs d then
+          throw "Module `${file}` contains a disabledModules item that is an attribute set, presumably a module, that does not have a `key` attribute. This means that the module system doesn't have any means to identify the module that should be disabled. Make sure that you've put the correct value in disabledModules: a string path relative to modulesPath, a path value, or an attribute set with a `key` attribute."
+        else
+          throw "Each disabledModules item must be a path, string, or a attribute set with a key attribute, or a value supported by toString. However, one of the disabledModules items in `${file}` is none of that, but is of type ${builtins.typeOf d}.";
+
+      topModules = imap1 (load "<unknown-file>" "<top>") modules;
+      # Every module reachable, disabled or not: their disabledModules all count (nixpkgs collects
+      # them from the whole import tree before filtering).
+      everything = builtins.genericClosure { startSet = topModules; operator = m: m.importsLoaded; };
+      disabled = concatLists (map (m: m.disabledModules) everything);
+      enabled = filter (m: !(elem m.key disabled));
+      # Breadth-first and deduplicated by key, like nixpkgs' filterModules (genericClosure); a
+      # disabled module's imports are not followed.
+      loaded = builtins.genericClosure { startSet = enabled topModules; operator = m: enabled m.importsLoaded; };
 
       # --- declarations ------------------------------------------------------
       mergeDecls = loc: a: b:
@@ -84,14 +107,16 @@ let
         let
           type = decl.type or types.unspecified;
           r0 = mergeDefinitions loc type defs;
-          # The default has the lowest priority (mkOptionDefault, 1500): it is
-          # only used, and only evaluated, when nothing else defines the option.
-          r = if r0.isDefined || !(decl ? default) then r0
-            else mergeDefinitions loc type [{ file = builtins.head decl.declarations; value = decl.default; }];
+          # nixpkgs adds the default as one more definition, `mkOptionDefault` (1500), in front of the
+          # others. Same result, but the default is only evaluated when no definition beats it.
+          r = if !(decl ? default) || r0.highestPrio < 1500 then r0
+            else mergeDefinitions loc type ([{ file = builtins.head decl.declarations; value = lib.mkOptionDefault decl.default; }] ++ defs);
         in
         decl // {
           inherit loc;
-          inherit (r) value isDefined;
+          inherit (r) isDefined;
+          # nixpkgs evalOptionValue: `apply` turns the merged value into the option's value.
+          value = if decl ? apply then decl.apply r.value else r.value;
           files = unique (map (d: d.file) defs);
           definitions = map (d: d.value) r.defsFinal;
           highestPrio = r.highestPrio;
@@ -122,7 +147,9 @@ let
         in
         { inherit check children; };
 
-      root = evalNode prefix declTree (map (m: { inherit (m) file; value = m.config; }) loaded);
+      # nixpkgs merges `reverseList` of the collected modules: at equal priority a later module's
+      # list entries come first (a user module's hook lands before the role's, not after).
+      root = evalNode prefix declTree (map (m: { inherit (m) file; value = m.config; }) (reverseList loaded));
 
       configOf = n: builtins.seq n.check (mapAttrs (_: c: if c ? check then configOf c else c.value) n.children);
       optionsOf = n: mapAttrs (_: c: if c ? check then optionsOf c else c) n.children;

@@ -6,7 +6,7 @@
 #  builders may call /bin/mkdir, /bin/chmod, /bin/ln, /bin/bash and
 #  /usr/bin/shellcheck by absolute path; PATH is unset inside builders).
 #
-#  Tool packages (coreutils, git, jq, nh, nix, util-linux, systemd, …) are
+#  Tool packages (coreutils, git, gitMinimal, gzip, nix, openssh, util-linux, …) are
 #  STAND-INS: each is a derivation with an EMPTY `bin/`. writeShellApplication
 #  puts their `bin/` first on PATH exactly like nixpkgs does, but since they are
 #  empty every command falls through to the `$PATH` the script was started
@@ -20,12 +20,21 @@ let
   # bash of the host stands in for nixpkgs' runtimeShell.
   runtimeShell = "/bin/bash";
 
-  standIn = pname: mainProgram: derivation {
-    name = "${pname}-nixos-lite-standin";
-    inherit system;
-    builder = "/bin/sh";
-    args = [ "-c" "/bin/mkdir -p \"$out/bin\"" ];
-  } // { meta = { inherit mainProgram; description = "nixos-lite stand-in: empty bin/, the host's ${mainProgram} is used via PATH"; }; };
+  # `.out` is the package itself, as for a single-output nixpkgs package (`config.nix.package.out`).
+  standIn = pname: mainProgram:
+    let
+      self = derivation {
+        name = "${pname}-nixos-lite-standin";
+        inherit system;
+        builder = "/bin/sh";
+        args = [ "-c" "/bin/mkdir -p \"$out/bin\"" ];
+      } // {
+        pname = pname;
+        out = self;
+        meta = { inherit mainProgram; description = "nixos-lite stand-in: empty bin/, the host's ${mainProgram} is used via PATH"; };
+      };
+    in
+    self;
 
   # nixpkgs: pkgs.writeShellApplication. Writes `$out/bin/<name>` with the
   # shebang, `set -o errexit/nounset/pipefail` and the PATH of runtimeInputs;
@@ -83,12 +92,16 @@ in
 {
   inherit system lib runtimeShell writeShellApplication writeText;
   nixosLite = true; # marker: this is the simulation, not nixpkgs
+  # Each name is a real nixpkgs attribute; a stock NixOS system has only those its configuration
+  # pulls in (jq and nh are packages, not part of a host unless configured).
   bash = standIn "bash" "bash";
   coreutils = standIn "coreutils" "ls";
   findutils = standIn "findutils" "find";
   gnugrep = standIn "gnugrep" "grep";
   gnused = standIn "gnused" "sed";
+  gzip = standIn "gzip" "gzip";
   git = standIn "git" "git";
+  gitMinimal = standIn "git-minimal" "git";
   jq = standIn "jq" "jq";
   nh = standIn "nh" "nh";
   nix = standIn "nix" "nix";

@@ -9,20 +9,29 @@
 #      systemd does not order them among themselves), and the script stops if one failed, or if
 #      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
-#   3. validate (`preUpdateValidation`): `nh os build` of `nixosConfigurations.<flakeHost>`; the
+#   3. validate (`preUpdateValidation`): `nix build` of `nixosConfigurations.<flakeHost>`; the
 #      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
-#   4. switch to exactly that validated store path (never a fresh evaluation).
+#   4. activate exactly that validated store path (never a fresh evaluation), safely:
+#      `switch-to-configuration test`, then the health gate (`healthCheck`), and only then the
+#      system profile and `switch-to-configuration boot`. A failed activation or gate re-activates
+#      the previous system (profile and boot entry never moved), and systemd starts `onFailure`.
 #   5. commit-back (`hostCanCommitConfig`): commit the checkout's changes to tracked files (e.g. an
 #      updated flake.lock), rebase onto the remote branch, push; a failed push is a warning.
 #
-# The three options added by nixfleet: `preUpdateValidation` (validate before switching, default
-# on), `preUpdateHooks` (units started before the update, in order) and `hostCanCommitConfig`
-# (commit-back, default off).
+# The options added by nixfleet: `preUpdateValidation` (validate before switching, default on),
+# `preUpdateHooks` (units started before the update, in order), `hostCanCommitConfig` (commit-back,
+# default off), and the safe-activation gate: `healthCheck`, `healthUnits`, `healthTimeout`, and
+# `onFailure` (units systemd starts when a timer run fails or rolls back).
 #
 # Push mode and pull mode share the script: in pull mode this module's timer runs `auto-upgrade run`
 # with the settings below passed as AUTO_UPGRADE_* environment variables; in push mode nixfleet
-# (Pulumi) runs `bash <checkout>/modules/services/system/auto-upgrade.sh <step>` with the same
-# variables, step by step. The settings are data in `environment`, never spliced into shell text.
+# (Pulumi) runs the shipped script with its own copy of them, and after validation compares that
+# copy with the `Environment=` lines of this service in the system it built: a difference (e.g. a
+# `lib.mkForce` in the user's own configuration) fails the deploy before anything is activated.
+# The settings are data in `environment`, never spliced into shell text; systemd expands `%`
+# specifiers in `Environment=`, so every `%` is written `%%`.
+#
+# Enabling nixpkgs' own `system.autoUpgrade` as well is refused: two upgraders would race.
 #
 # This file is static source shipped verbatim to every host; it holds no user values. A host's
 # values live in `roles/form-<role>.nix` (lib.mkDefault) and `hosts/<host>/nixfleet.nix`.
@@ -33,19 +42,39 @@ let
 
   inherit (lib)
     mkOption mkEnableOption mkIf types
-    concatStringsSep boolToString subtractLists hasPrefix filter;
+    concatStringsSep boolToString subtractLists hasPrefix mapAttrs replaceStrings;
 
+  # The runtime of nixpkgs' own upgrade service (nixos/modules/tasks/auto-upgrade.nix: nix, ssh for
+  # git remotes, git, coreutils, gzip) plus what the script calls: flock/runuser/setsid/logger,
+  # systemctl/systemd-run, grep, sed, find. Nothing a stock NixOS host lacks: no jq, no nh.
   script = pkgs.writeShellApplication {
     name = "auto-upgrade";
-    runtimeInputs = with pkgs; [ coreutils git jq nh nix util-linux systemd ];
+    runtimeInputs = [
+      config.nix.package.out
+      config.programs.ssh.package
+      pkgs.gitMinimal
+      pkgs.coreutils
+      pkgs.util-linux
+      pkgs.systemd
+      pkgs.gnugrep
+      pkgs.gnused
+      pkgs.findutils
+      pkgs.gzip
+    ];
     text = builtins.readFile ./auto-upgrade.sh;
   };
 
-  # systemd unit names: prefix[@instance].type (same rule as auto-upgrade.sh's UNIT_RE).
+  # systemd unit names: prefix[@instance].type. The same rule as the stack config schema and
+  # auto-upgrade.sh's UNIT_RE; every name it accepts is also one NixOS' unitNameType (the type of
+  # `after`/`wants`/`onFailure`, nixos/lib/systemd-lib.nix) accepts, so the error names this option.
   unitNameRegex = "[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)";
-  isUnitName = name: builtins.match unitNameRegex name != null;
+  unitName = types.strMatching unitNameRegex;
 
-  badHooks = filter (h: !(isUnitName h)) cfg.preUpdateHooks;
+  # systemd expands specifiers in `Environment=` (`%H` is the host name): `%%` is a literal `%`.
+  escapeSpecifiers = v: if builtins.isString v then replaceStrings [ "%" ] [ "%%" ] v else v;
+
+  stockUpgradeEnabled = lib.attrByPath [ "system" "autoUpgrade" "enable" ] false config;
+
   missingRequired = subtractLists cfg.preUpdateHooks cfg.requiredHooks;
   # absolute, and no `..` path component
   isCleanAbsolute = p: hasPrefix "/" p && builtins.match "(.*/)?\\.\\.(/.*)?" p == null;
@@ -56,7 +85,7 @@ in
     enable = mkEnableOption "nixfleet's validated automatic upgrades (timer + `auto-upgrade` service)";
 
     configPath = mkOption {
-      type = types.str;
+      type = types.nonEmptyStr;
       example = "/home/alice/nix-config";
       description = ''
         Absolute path of the host's nix-config checkout (a git clone of the flake). `git pull`,
@@ -65,7 +94,7 @@ in
     };
 
     user = mkOption {
-      type = types.nullOr types.str;
+      type = types.nullOr types.nonEmptyStr;
       default = null;
       example = "alice";
       description = ''
@@ -76,7 +105,7 @@ in
     };
 
     flakeHost = mkOption {
-      type = types.str;
+      type = types.nonEmptyStr;
       default = config.networking.hostName;
       defaultText = lib.literalExpression "config.networking.hostName";
       example = "workstation";
@@ -84,21 +113,22 @@ in
     };
 
     remote = mkOption {
-      type = types.str;
+      type = types.nonEmptyStr;
       default = "origin";
       example = "upstream";
       description = "git remote that `git pull` and commit-back use.";
     };
 
     branch = mkOption {
-      type = types.str;
+      type = types.nonEmptyStr;
       default = "main";
       example = "stable";
       description = "Branch that `git pull` and commit-back use.";
     };
 
     schedule = mkOption {
-      type = types.str;
+      # One line: it becomes `OnCalendar=` in the timer unit.
+      type = types.singleLineStr;
       default = "04:00";
       example = "Sat *-*-* 03:30:00";
       description = ''
@@ -108,7 +138,7 @@ in
     };
 
     randomizedDelaySec = mkOption {
-      type = types.str;
+      type = types.singleLineStr;
       default = "30min";
       example = "0";
       description = ''
@@ -122,24 +152,24 @@ in
       default = true;
       example = false;
       description = ''
-        Build the new system (`nh os build`) before switching, keep that build GC-rooted under
+        Build the new system (`nix build`) before switching, keep that build GC-rooted under
         `stateDir`, and switch to exactly that store path. A failed build leaves the host unchanged.
       '';
     };
 
     preUpdateHooks = mkOption {
-      type = types.listOf types.str;
+      type = types.listOf unitName;
       default = [ ];
       example = [ "chezmoi-pre-update.service" ];
       description = ''
         systemd units started, in this order, before the update (e.g. syncing dotfiles). The
         service is also ordered `After=` and `Wants=` them. A hook unit that does not exist is a
-        warning unless it is listed in `requiredHooks`.
+        warning unless it is listed in `requiredHooks`. Full unit names, e.g. `backup.service`.
       '';
     };
 
     requiredHooks = mkOption {
-      type = types.listOf types.str;
+      type = types.listOf unitName;
       default = [ ];
       example = [ "chezmoi-pre-update.service" ];
       description = ''
@@ -158,8 +188,44 @@ in
       '';
     };
 
+    healthCheck = mkOption {
+      type = types.bool;
+      default = true;
+      example = false;
+      description = ''
+        After `switch-to-configuration test` of the validated system, check its health before making
+        it the boot default: no unit that was active before may have failed, every unit in
+        `healthUnits` must be active, and (timer runs) `remote` must still be reachable. A failed
+        check re-activates the previous system; profile and boot entry never moved.
+      '';
+    };
+
+    healthUnits = mkOption {
+      type = types.listOf unitName;
+      default = [ ];
+      example = [ "nginx.service" "postgresql.service" ];
+      description = "systemd units that must be active (and not failed) after the new system is activated.";
+    };
+
+    healthTimeout = mkOption {
+      type = types.ints.positive;
+      default = 120;
+      example = 300;
+      description = "Seconds the whole health check may take; past it the check fails and the host rolls back.";
+    };
+
+    onFailure = mkOption {
+      type = types.listOf unitName;
+      default = [ ];
+      example = [ "notify-admin@auto-upgrade.service" ];
+      description = ''
+        systemd units started when a timer run fails or rolls back (`OnFailure=` of
+        `auto-upgrade.service`), e.g. a unit that sends a mail or an ntfy message.
+      '';
+    };
+
     stateDir = mkOption {
-      type = types.str;
+      type = types.nonEmptyStr;
       default = "/var/lib/auto-upgrade";
       description = ''
         Where the script keeps `status.json` (the machine-readable record of the last run) and the
@@ -183,12 +249,8 @@ in
         message = "myModules.services.system.autoUpgrade.requiredHooks must be a subset of preUpdateHooks: ${quoteList missingRequired} not in preUpdateHooks; add them to preUpdateHooks or remove them from requiredHooks.";
       }
       {
-        assertion = badHooks == [ ];
-        message = "myModules.services.system.autoUpgrade.preUpdateHooks must be systemd unit names such as \"chezmoi-pre-update.service\" (name plus a unit type suffix like .service, .target or .timer): ${quoteList badHooks} is not; use the full unit name.";
-      }
-      {
-        assertion = cfg.flakeHost != "" && cfg.user != "" && cfg.remote != "" && cfg.branch != "";
-        message = "myModules.services.system.autoUpgrade: flakeHost, user, remote and branch must not be empty strings.";
+        assertion = !stockUpgradeEnabled;
+        message = "myModules.services.system.autoUpgrade and nixpkgs' system.autoUpgrade are both enabled: two upgraders (auto-upgrade.service and nixos-upgrade.service) would switch this host independently. Set system.autoUpgrade.enable = false; nixfleet's timer replaces it.";
       }
     ];
 
@@ -199,6 +261,8 @@ in
       description = "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back";
       after = cfg.preUpdateHooks ++ [ "network-online.target" ];
       wants = cfg.preUpdateHooks ++ [ "network-online.target" ];
+      # A failed or rolled-back timer run starts these (systemd: OnFailure= in [Unit]).
+      inherit (cfg) onFailure;
       # The service switches the system itself: switching must neither restart nor stop it.
       restartIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
@@ -206,20 +270,26 @@ in
         Type = "oneshot";
         ExecStart = "${lib.getExe script} run";
       };
-      # Data, not shell text: systemd passes each value verbatim.
-      environment = {
-        AUTO_UPGRADE_CONFIG_PATH = cfg.configPath;
-        AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
-        # Empty: the script takes the owner of the checkout.
-        AUTO_UPGRADE_USER = if cfg.user == null then "" else cfg.user;
-        AUTO_UPGRADE_REMOTE = cfg.remote;
-        AUTO_UPGRADE_BRANCH = cfg.branch;
-        AUTO_UPGRADE_HOOKS = concatStringsSep " " cfg.preUpdateHooks;
-        AUTO_UPGRADE_REQUIRED_HOOKS = concatStringsSep " " cfg.requiredHooks;
-        AUTO_UPGRADE_VALIDATE = boolToString cfg.preUpdateValidation;
-        AUTO_UPGRADE_COMMIT = boolToString cfg.hostCanCommitConfig;
-        AUTO_UPGRADE_STATE_DIR = cfg.stateDir;
-      };
+      # As nixpkgs' own upgrade service: Nix's settings, HOME for git and ssh, the proxy. Then the
+      # settings: data, not shell text; `%` doubled so systemd passes each value verbatim.
+      environment = mapAttrs (_: escapeSpecifiers) (
+        config.nix.envVars // { HOME = "/root"; } // config.networking.proxy.envVars // {
+          AUTO_UPGRADE_CONFIG_PATH = cfg.configPath;
+          AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
+          # Empty: the script takes the owner of the checkout.
+          AUTO_UPGRADE_USER = if cfg.user == null then "" else cfg.user;
+          AUTO_UPGRADE_REMOTE = cfg.remote;
+          AUTO_UPGRADE_BRANCH = cfg.branch;
+          AUTO_UPGRADE_HOOKS = concatStringsSep " " cfg.preUpdateHooks;
+          AUTO_UPGRADE_REQUIRED_HOOKS = concatStringsSep " " cfg.requiredHooks;
+          AUTO_UPGRADE_VALIDATE = boolToString cfg.preUpdateValidation;
+          AUTO_UPGRADE_COMMIT = boolToString cfg.hostCanCommitConfig;
+          AUTO_UPGRADE_STATE_DIR = cfg.stateDir;
+          AUTO_UPGRADE_HEALTH_CHECK = boolToString cfg.healthCheck;
+          AUTO_UPGRADE_HEALTH_UNITS = concatStringsSep " " cfg.healthUnits;
+          AUTO_UPGRADE_HEALTH_TIMEOUT = toString cfg.healthTimeout;
+        }
+      );
     };
 
     systemd.timers.auto-upgrade = {
