@@ -5,6 +5,10 @@ import { promises as fs, existsSync, readFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
+import { healHost, thawHost } from "./network";
+import { buildStock } from "./stock";
+
+export { freezeHost, healHost, isPartitioned, partitionHost, thawHost } from "./network";
 
 export type FleetRole = "desktop" | "laptop" | "server" | "pi";
 
@@ -79,7 +83,6 @@ export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
 
 const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];
 const SSHD = "/usr/sbin/sshd";
-const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const SHIMS_SRC = path.join(__dirname, "shims");
 /** The stand-in module system (test/nixos-lite), vendored into the flake at fleet creation. */
 const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
@@ -212,9 +215,11 @@ function quoteCfg(value: string): string {
 function sshdConfig(root: string, simRoot: string, port: number): string {
   const env: Record<string, string> = {
     NIXFLEET_SIM_ROOT: simRoot,
-    AUTO_UPGRADE_PROFILE: path.join(simRoot, "nix/var/nix/profiles/system"),
+    // Contract section 3: the prefix of /run/current-system, /run/booted-system, the system profile, /boot.
+    AUTO_UPGRADE_ROOT: simRoot,
     AUTO_UPGRADE_STATE_DIR: path.join(simRoot, "var/lib/auto-upgrade"),
-    PATH: `${path.join(root, "shims")}:${SYSTEM_PATH}`,
+    // Only the stock NixOS toolset (fleet/stock.ts): no jq, no nh, nothing of Debian's beyond it.
+    PATH: sessionPath(simRoot),
     // bash sources ~/.bashrc for commands run by sshd only when SHLVL < 2 (bash's SSH_SOURCE_BASHRC
     // rule); root's home is shared with the real machine and its ~/.bashrc prepends to PATH, so say
     // "not a top-level shell" to keep PATH exactly as set here.
@@ -370,15 +375,18 @@ async function stopSshd(simRoot: string): Promise<void> {
   await fs.rm(path.join(simRoot, "run", "sshd.pid"), { force: true });
 }
 
-/** The environment a host's sessions get (what its sshd's SetEnv gives), for running shims locally. */
-export function hostEnv(fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir" | "profile">): NodeJS.ProcessEnv {
+/** A host's system PATH: its sim/bin, a link to the fleet's stock toolset (like /run/current-system/sw/bin). */
+const sessionPath = (simRoot: string) => path.join(simRoot, "sim", "bin");
+
+/** The environment a host's sessions get (what its sshd's SetEnv gives), for running its tools locally. */
+export function hostEnv(_fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir">): NodeJS.ProcessEnv {
   return {
     HOME: process.env.HOME ?? "/root",
     USER: "root",
     LOGNAME: "root",
-    PATH: `${path.join(fleetRoot, "shims")}:${SYSTEM_PATH}`,
+    PATH: sessionPath(host.simRoot),
     NIXFLEET_SIM_ROOT: host.simRoot,
-    AUTO_UPGRADE_PROFILE: host.profile,
+    AUTO_UPGRADE_ROOT: host.simRoot,
     AUTO_UPGRADE_STATE_DIR: host.stateDir,
   };
 }
@@ -444,9 +452,10 @@ async function setupHost(root: string, originDir: string, spec: FleetHostSpec, i
   const owner = ownerOf(spec);
   const p = hostPaths(root, spec.name, owner);
   const home = path.dirname(p.checkout);
-  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles"]) {
+  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles", "sim", "boot"]) {
     await fs.mkdir(path.join(p.simRoot, d), { recursive: true });
   }
+  if (!existsSync(sessionPath(p.simRoot))) await fs.symlink(path.join(root, "stock", "bin"), sessionPath(p.simRoot));
   await fs.mkdir(home, { recursive: true });
   if (owner !== "root") {
     // As on NixOS: /home/<user> belongs to the user, mode 0700.
@@ -478,14 +487,33 @@ async function setupHost(root: string, originDir: string, spec: FleetHostSpec, i
     await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.name", `${owner}@${spec.name}`], { cwd: home });
     await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.email", `${owner}@${spec.name}.fleet.invalid`], { cwd: home });
   }
-  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) {
-    // The machine as installed: its configuration built and activated (generation 1 of its profile).
-    // Nix's git refuses a checkout root does not own ("dubious ownership"), so the installer trusts it.
-    const trust = owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
-    await must(path.join(root, "shims", "nh"), ["os", "switch", "-R", "-H", spec.name, p.checkout], {
-      env: { ...hostEnv(root, p), ...trust },
-      cwd: p.checkout,
-    });
+  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) await installHost(root, spec.name, p);
+}
+
+/**
+ * The machine as installed and booted once, with the host's stock tools only: like nixos-install, build
+ * the configuration, make it generation 1 of the system profile and the boot entry
+ * (`switch-to-configuration boot`); then like its first boot, run the system's `activate` (units, current
+ * system), record it as the booted system and start what multi-user.target wants. The host's sshd is
+ * started by startFleet. Nix's git refuses a checkout root does not own ("dubious ownership"), so the
+ * installer trusts it.
+ */
+async function installHost(root: string, name: string, p: ReturnType<typeof hostPaths>): Promise<void> {
+  const trust = p.owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
+  const env = { ...hostEnv(root, p), ...trust };
+  const opts = { env, cwd: p.checkout };
+  const link = path.join(p.simRoot, "run", "install-result");
+  const attr = `${p.checkout}#nixosConfigurations.${JSON.stringify(name)}.config.system.build.toplevel`;
+  await must("nix", ["build", ...NIX_FLAGS, "-o", link, attr], opts);
+  const system = await fs.readlink(link);
+  await must("nix-env", ["-p", p.profile, "--set", system], opts);
+  await fs.rm(link);
+  await must(path.join(system, "bin", "switch-to-configuration"), ["boot"], opts);
+  await must(path.join(system, "activate"), [system], opts);
+  await fs.symlink(system, path.join(p.simRoot, "run", "booted-system"));
+  const wants = path.join(p.simRoot, "etc", "systemd", "system", "multi-user.target.wants");
+  for (const unit of await fs.readdir(wants).catch(() => [] as string[])) {
+    if (unit !== "sshd.service") await must("systemctl", ["start", "--", unit], opts);
   }
 }
 
@@ -544,8 +572,12 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     await fs.mkdir(shims, { recursive: true });
     for (const f of await fs.readdir(SHIMS_SRC)) {
       await fs.copyFile(path.join(SHIMS_SRC, f), path.join(shims, f));
-      await fs.chmod(path.join(shims, f), 0o755);
+      await fs.chmod(path.join(shims, f), f.endsWith(".sh") ? 0o644 : 0o755);
     }
+    for (const gone of await fs.readdir(shims)) {
+      if (!existsSync(path.join(SHIMS_SRC, gone))) await fs.rm(path.join(shims, gone), { force: true });
+    }
+    await buildStock(root);
 
     const clientKey = path.join(root, "client_ed25519");
     if (!existsSync(clientKey)) {
@@ -612,7 +644,16 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
 export async function stopFleet(root: string): Promise<void> {
   const state = await readState(path.resolve(root));
   if (!state) return;
-  await Promise.all(state.hosts.map((h) => stopSshd(hostPaths(path.resolve(root), h.name, ownerOf(h)).simRoot)));
+  const abs = path.resolve(root);
+  await Promise.all(
+    state.hosts.map(async (h) => {
+      const net = { name: h.name, port: h.port, simRoot: hostPaths(abs, h.name, ownerOf(h)).simRoot };
+      // A test may have left the host partitioned or frozen: undo both, or sshd would not stop.
+      if (existsSync("/usr/sbin/iptables")) await healHost({ root: abs }, net);
+      if (runningSshd(net.simRoot) !== null) await thawHost(null, net);
+      await stopSshd(net.simRoot);
+    }),
+  );
 }
 
 /** The fleet under `root` as it is now, without starting anything; null if there is none. */
