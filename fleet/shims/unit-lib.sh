@@ -13,7 +13,7 @@
 
 root="${NIXFLEET_SIM_ROOT:?the simulated systemd needs NIXFLEET_SIM_ROOT, the sim root of the host}"
 shims="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
-stock="$shims/../stock"           # the fleet's stock NixOS toolset (fleet/fleet.ts)
+stock="$(dirname "$shims")/stock" # the fleet's stock NixOS toolset (fleet/stock.ts)
 unit_dir="$root/etc/systemd/system"
 transient_dir="$root/run/systemd/transient"
 state_dir="$root/run/systemd/units"

@@ -78,6 +78,8 @@ to_stop=()
 to_restart=()
 for u in "${active_before[@]}"; do
   new="$self/etc/systemd/system/$u"
+  # Only units of the system (/etc/systemd/system); transient ones (systemd-run) are not its business.
+  [ -e "$units/$u" ] || continue
   if [ ! -e "$new" ]; then
     [ "$(unit_value "$units/$u" X-StopOnRemoval)" = false ] || to_stop+=("$u")
   elif [ "$(readlink -f "$units/$u")" != "$(readlink -f "$new")" ]; then
