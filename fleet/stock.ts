@@ -41,7 +41,7 @@ export const STOCK_PACKAGES: Readonly<Record<string, StockPackage>> = {
   getent: { deb: ["libc-bin"], only: ["getent"] },
   gawk: { alias: { awk: "/usr/bin/mawk" } }, // Debian's awk stands in for gawk
   git: { deb: ["git"] },
-  gitMinimal: { deb: ["git"] },
+  "git-minimal": { deb: ["git"] }, // pkgs.gitMinimal's pname
   openssh: { deb: ["openssh-client"] },
   nix: { deb: ["nix-bin"] },
   systemd: { shims: ["systemctl", "systemd-run"] },
