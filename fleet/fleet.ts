@@ -89,7 +89,8 @@ const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
 export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
 
 interface FleetState {
-  version: 1;
+  /** 2: unit files, stock toolset, boot entry (a version-1 root's installed systems cannot be re-activated). */
+  version: 2;
   /** owner: absent for root-owned checkouts (fleet.json files written before owners existed). */
   hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
 }
@@ -556,6 +557,9 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   await fs.mkdir(root, { recursive: true });
   return withLock(root, async () => {
     const state = await readState(root);
+    if (state && state.version !== 2) {
+      throw new Error(`fleet at ${root} was made by an older simulation (fleet.json version ${state.version}): start it with fresh: true (CLI: --fresh) or use another root`);
+    }
     if (state) {
       const key = (h: { name: string; role: string; owner?: string }) =>
         ownerOf(h) === "root" ? `${h.name}:${h.role}` : `${h.name}:${h.role}:${h.owner}`;
@@ -632,7 +636,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""),
     );
     const newState: FleetState = {
-      version: 1,
+      version: 2,
       hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port, ...(h.owner === "root" ? {} : { owner: h.owner }) })),
     };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
