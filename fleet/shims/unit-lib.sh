@@ -50,6 +50,13 @@ get_state() { if [[ -f "$state_dir/$1.state" ]]; then cat "$state_dir/$1.state";
 set_state() { printf '%s\n' "$2" >"$state_dir/$1.state.new" && mv -f "$state_dir/$1.state.new" "$state_dir/$1.state"; }
 get_result() { if [[ -f "$state_dir/$1.result" ]]; then cat "$state_dir/$1.result"; else echo success; fi; }
 
+# False when the unit's supervisor is known to be gone without recording an end (killed from outside).
+supervisor_alive() {
+  local pid
+  pid="$(cat "$state_dir/$1.pid" 2>/dev/null)" || return 0
+  kill -0 "$pid" 2>/dev/null || [[ -f "$state_dir/$1.exit" ]]
+}
+
 host_name() { if [[ -f "$root/etc/hostname" ]]; then tr -d '\n' <"$root/etc/hostname"; else echo nixos; fi; }
 
 # systemd.unit(5) specifiers of UNIT in TEXT, into REPLY. An unknown specifier fails (exit 1), as systemd
