@@ -10,6 +10,7 @@ import {
   currentSystem,
   freezeHost,
   healHost,
+  hookLog,
   hostEnv,
   journal,
   originLog,
@@ -337,6 +338,12 @@ describe("simulated fleet", () => {
       expect(log.some((l) => l.includes("Failed to resolve unit specifiers in Environment=\"X=%Z\""))).toBe(true);
       expect(log.some((l) => l.endsWith("badspec: X=unset"))).toBe(true);
       expect((await ssh(malphas, "systemctl cat no-such-unit")).stderr).toContain("No files found for no-such-unit.service.");
+    });
+    it("the simulated chezmoi pre-update hook runs from its unit file, with NixOS' default service PATH", async () => {
+      const r = await ssh(pi, "systemctl start chezmoi-pre-update && systemctl show -p Result,ActiveState chezmoi-pre-update.service");
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe("Result=success\nActiveState=inactive\n");
+      expect((await hookLog(pi)).at(-1)).toMatch(/chezmoi-pre-update: dotfiles synced \(simulated\)$/);
     });
   });
 
