@@ -1,14 +1,20 @@
 // SIMULATION — a NixOS fleet on one machine, for the end-to-end tests and the README demo.
 // Never imported by product code. What is real and what is simulated: see fleet/README.md.
-import { execFile, spawn } from "node:child_process";
+// Orchestration only; each concern has its file: process.ts (programs, lock), sshd.ts, ports.ts, users.ts,
+// repo.ts (origin and its flake), stock.ts (the stock NixOS toolset), network.ts (partition, freeze).
 import { promises as fs, existsSync, readFileSync } from "node:fs";
-import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
 import { healHost, thawHost } from "./network";
+import { pickPorts, portIsFree } from "./ports";
+import { must, run, withLock, type ExecResult } from "./process";
+import { createOrigin } from "./repo";
+import { runningSshd, sessionPath, sshdConfig, sshdConfigPath, startSshd, stopSshd } from "./sshd";
 import { buildStock } from "./stock";
+import { ensureUser, letOthersIn, ownerTransport } from "./users";
 
 export { freezeHost, healHost, isPartitioned, partitionHost, thawHost } from "./network";
+export { run, type ExecResult } from "./process";
+export { commitToOrigin, liteSource, originLog } from "./repo";
 
 export type FleetRole = "desktop" | "laptop" | "server" | "pi";
 
@@ -68,12 +74,6 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
-export interface ExecResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
   { name: "malphas", role: "desktop", owner: "nixfleet-evie" },
   { name: "lilith", role: "laptop" },
@@ -82,10 +82,7 @@ export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
 ];
 
 const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];
-const SSHD = "/usr/sbin/sshd";
 const SHIMS_SRC = path.join(__dirname, "shims");
-/** The stand-in module system (test/nixos-lite), vendored into the flake at fleet creation. */
-const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
 export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
 
 interface FleetState {
@@ -93,38 +90,6 @@ interface FleetState {
   version: 2;
   /** owner: absent for root-owned checkouts (fleet.json files written before owners existed). */
   hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
-}
-
-/** Runs a program; never throws for a non-zero exit. */
-export function run(
-  file: string,
-  args: readonly string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
-): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      file,
-      args as string[],
-      { cwd: opts.cwd, env: opts.env ?? process.env, maxBuffer: 64 * 1024 * 1024, timeout: opts.timeoutMs ?? 0 },
-      (err, stdout, stderr) => {
-        if (err && typeof (err as NodeJS.ErrnoException).code === "string") {
-          reject(new Error(`${file}: ${err.message}`));
-          return;
-        }
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        resolve({ code: typeof code === "number" ? code : 1, stdout: String(stdout), stderr: String(stderr) });
-      },
-    );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-  });
-}
-
-async function must(file: string, args: readonly string[], opts: Parameters<typeof run>[2] = {}): Promise<string> {
-  const r = await run(file, args, opts);
-  if (r.code !== 0) {
-    throw new Error(`${file} ${args.join(" ")} failed (exit ${r.code}):\n${r.stderr}${r.stdout}`);
-  }
-  return r.stdout;
 }
 
 function validateSpecs(specs: readonly FleetHostSpec[]): void {
@@ -143,241 +108,6 @@ function validateSpecs(specs: readonly FleetHostSpec[]): void {
     seen.add(h.name);
   }
 }
-
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The pid of the host's sshd if it runs with this host's config, else null. */
-function runningSshd(simRoot: string): number | null {
-  const pidFile = path.join(simRoot, "run", "sshd.pid");
-  if (!existsSync(pidFile)) return null;
-  const pid = Number(readFileSync(pidFile, "utf8").trim());
-  if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return null;
-  try {
-    // sshd rewrites its process title ("sshd: /usr/sbin/sshd -D -f CFG … [listener] …").
-    const cmdline = `${readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ")} `;
-    return cmdline.includes(` -f ${sshdConfigPath(simRoot)} `) ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-const sshdConfigPath = (simRoot: string) => path.join(simRoot, "etc", "ssh", "sshd_config");
-
-async function withLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
-  const lock = path.join(root, ".lock");
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    try {
-      await fs.mkdir(lock);
-      await fs.writeFile(path.join(lock, "pid"), String(process.pid));
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const owner = Number(await fs.readFile(path.join(lock, "pid"), "utf8").catch(() => "0"));
-      if (owner > 0 && !pidAlive(owner)) {
-        await fs.rm(lock, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new Error(`fleet: ${lock} is held by pid ${owner}`);
-      await sleep(100);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await fs.rm(lock, { recursive: true, force: true });
-  }
-}
-
-function quoteCfg(value: string): string {
-  if (/["\n\r]/.test(value)) throw new Error(`fleet: path ${JSON.stringify(value)} cannot go into sshd_config`);
-  return `"${value}"`;
-}
-
-function sshdConfig(root: string, simRoot: string, port: number): string {
-  const env: Record<string, string> = {
-    NIXFLEET_SIM_ROOT: simRoot,
-    // Contract section 3: the prefix of /run/current-system, /run/booted-system, the system profile, /boot.
-    AUTO_UPGRADE_ROOT: simRoot,
-    AUTO_UPGRADE_STATE_DIR: path.join(simRoot, "var/lib/auto-upgrade"),
-    // Only the stock NixOS toolset (fleet/stock.ts): no jq, no nh, nothing of Debian's beyond it.
-    PATH: sessionPath(simRoot),
-    // bash sources ~/.bashrc for commands run by sshd only when SHLVL < 2 (bash's SSH_SOURCE_BASHRC
-    // rule); root's home is shared with the real machine and its ~/.bashrc prepends to PATH, so say
-    // "not a top-level shell" to keep PATH exactly as set here.
-    SHLVL: "2",
-  };
-  return [
-    "# SIMULATION: sshd of one nixfleet test host, generated by fleet/fleet.ts",
-    `Port ${port}`,
-    "ListenAddress 127.0.0.1",
-    `HostKey ${quoteCfg(path.join(simRoot, "etc/ssh/ssh_host_ed25519_key"))}`,
-    `PidFile ${quoteCfg(path.join(simRoot, "run/sshd.pid"))}`,
-    "PermitRootLogin prohibit-password",
-    "PubkeyAuthentication yes",
-    "PasswordAuthentication no",
-    "KbdInteractiveAuthentication no",
-    `AuthorizedKeysFile ${quoteCfg(path.join(root, "authorized_keys"))}`,
-    "StrictModes no",
-    "UsePAM no",
-    "PrintMotd no",
-    "LogLevel INFO",
-    "Subsystem sftp internal-sftp",
-    `SetEnv ${Object.entries(env)
-      .map(([k, v]) => quoteCfg(`${k}=${v}`))
-      .join(" ")}`,
-    "",
-  ].join("\n");
-}
-
-function flakeNix(specs: readonly FleetHostSpec[]): string {
-  const hosts = specs
-    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ ./hosts/${h.name}/configuration.nix ]; };`)
-    .join("\n");
-  return `# nix-config of the SIMULATED nixfleet test fleet (fleet/fleet.ts). nixos-lite stands in for nixpkgs.
-{
-  description = "nix-config of the simulated nixfleet fleet";
-
-  outputs = { self }:
-    let
-      lite = import ./nixos-lite;
-      system = "x86_64-linux";
-    in
-    {
-      nixosConfigurations = {
-${hosts}
-      };
-    };
-}
-`;
-}
-
-function configurationNix(h: FleetHostSpec): string {
-  return `# ${h.name} (${h.role}) — a host of the SIMULATED nixfleet fleet.
-{ lib, ... }:
-{
-  imports = lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix;
-
-  networking.hostName = "${h.name}";
-
-  # SIMULATION: stands in for a chezmoi dotfile sync; the fleet's systemctl shim runs \`script\` with bash.
-  systemd.services."chezmoi-pre-update" = {
-    description = "Sync dotfiles with chezmoi before an upgrade (simulated)";
-    serviceConfig.Type = "oneshot";
-    script = ''
-      mkdir -p "$NIXFLEET_SIM_ROOT/log"
-      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) chezmoi-pre-update: dotfiles synced (simulated)" >> "$NIXFLEET_SIM_ROOT/log/hooks.log"
-    '';
-  };
-}
-`;
-}
-
-/** The nixos-lite copied into the flake. */
-export function liteSource(): string {
-  if (!existsSync(path.join(LITE_SRC, "default.nix"))) throw new Error(`fleet: ${LITE_SRC}/default.nix is missing`);
-  return LITE_SRC;
-}
-
-async function createOrigin(root: string, originDir: string, specs: readonly FleetHostSpec[]): Promise<void> {
-  const seed = path.join(root, ".seed");
-  await fs.rm(seed, { recursive: true, force: true });
-  await fs.mkdir(seed, { recursive: true });
-  await fs.writeFile(path.join(seed, "flake.nix"), flakeNix(specs));
-  // A flake without inputs still gets a lock file; commit it so builds never write an untracked one.
-  await fs.writeFile(path.join(seed, "flake.lock"), `${JSON.stringify({ nodes: { root: {} }, root: "root", version: 7 }, null, 2)}\n`);
-  await fs.writeFile(path.join(seed, ".gitignore"), "result\nresult-*\n");
-  await fs.cp(liteSource(), path.join(seed, "nixos-lite"), { recursive: true });
-  for (const h of specs) {
-    await fs.mkdir(path.join(seed, "hosts", h.name), { recursive: true });
-    await fs.writeFile(path.join(seed, "hosts", h.name, "configuration.nix"), configurationNix(h));
-  }
-  const git = (args: string[], cwd = seed) => must("git", args, { cwd });
-  await fs.rm(originDir, { recursive: true, force: true });
-  // Shared (core.sharedRepository=0666): objects and refs root pushes stay writable for checkout owners
-  // and the other way round (dirs 2777, files a+r).
-  await git(["init", "--bare", "--shared=0666", "--initial-branch=main", originDir], root);
-  await git(["init", "--initial-branch=main"]);
-  await git(["add", "-A"]);
-  await git(["-c", "user.name=nixfleet-sim", "-c", "user.email=sim@nixfleet.invalid", "commit", "-q", "-m", "Initial nix-config (simulated fleet)"]);
-  await git(["push", "-q", originDir, "main"]);
-  await fs.rm(seed, { recursive: true, force: true });
-}
-
-async function pickPorts(specs: readonly FleetHostSpec[], basePort: number, state: FleetState | null, root: string) {
-  const taken = new Set<number>();
-  const ports: number[] = [];
-  for (const [i, h] of specs.entries()) {
-    const simRoot = path.join(root, "hosts", h.name);
-    const previous = state?.hosts.find((s) => s.name === h.name)?.port;
-    if (previous !== undefined && !taken.has(previous) && (runningSshd(simRoot) !== null || (await portIsFree(previous)))) {
-      ports.push(previous);
-      taken.add(previous);
-      continue;
-    }
-    let p = basePort + i;
-    while (taken.has(p) || !(await portIsFree(p))) p++;
-    ports.push(p);
-    taken.add(p);
-  }
-  return ports;
-}
-
-/** Starts the host's sshd; "port-in-use" if another process took its port meanwhile. */
-async function startSshd(simRoot: string): Promise<"started" | "port-in-use"> {
-  const cfg = sshdConfigPath(simRoot);
-  const pidFile = path.join(simRoot, "run", "sshd.pid");
-  const logFile = path.join(simRoot, "log", "sshd.log");
-  await fs.rm(pidFile, { force: true });
-  await must(SSHD, ["-t", "-f", cfg]);
-  const logStart = await fs.stat(logFile).then((st) => st.size, () => 0);
-  const child = spawn(SSHD, ["-D", "-f", cfg, "-E", logFile], { detached: true, stdio: "ignore" });
-  child.unref();
-  let exited = false;
-  child.once("exit", () => (exited = true));
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (runningSshd(simRoot) !== null) return "started";
-    if (exited) break;
-    await sleep(20);
-  }
-  if (!exited) child.kill("SIGKILL");
-  const log = (await fs.readFile(logFile, "utf8").catch(() => "")).slice(logStart);
-  if (log.includes("Address already in use")) return "port-in-use";
-  throw new Error(`fleet: sshd for ${simRoot} did not start:\n${log.slice(-2000)}`);
-}
-
-async function stopSshd(simRoot: string): Promise<void> {
-  const pid = runningSshd(simRoot);
-  if (pid === null) return;
-  process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 5_000;
-  while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
-  if (pidAlive(pid)) process.kill(pid, "SIGKILL");
-  await fs.rm(path.join(simRoot, "run", "sshd.pid"), { force: true });
-}
-
-/** A host's system PATH: its sim/bin, a link to the fleet's stock toolset (like /run/current-system/sw/bin). */
-const sessionPath = (simRoot: string) => path.join(simRoot, "sim", "bin");
 
 /** The environment a host's sessions get (what its sshd's SetEnv gives), for running its tools locally. */
 export function hostEnv(_fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir">): NodeJS.ProcessEnv {
@@ -403,50 +133,6 @@ function hostPaths(root: string, name: string, owner: string) {
     stateDir: path.join(simRoot, "var", "lib", "auto-upgrade"),
     profile: path.join(simRoot, "nix", "var", "nix", "profiles", "system"),
   };
-}
-
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-/**
- * Creates `owner` as a system user unless it exists (the simulation runs as root). Users are
- * machine-wide and shared by every fleet on the machine; the home in /etc/passwd is the simRoot of
- * the fleet that created the user (nothing relies on it). Concurrent fleets may race: retried.
- */
-async function ensureUser(owner: string, home: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    if ((await run("id", ["-u", owner])).code === 0) return;
-    const r = await run("useradd", ["--system", "--user-group", "--home-dir", home, "--no-create-home", "--shell", "/usr/sbin/nologin", owner]);
-    if (r.code === 0) return;
-    // 9: the name was taken meanwhile (a parallel fleet); 10: /etc/passwd is locked by another useradd.
-    if (attempt >= 50 || ![9, 10].includes(r.code)) throw new Error(`fleet: useradd ${owner} failed (exit ${r.code}): ${r.stderr}`);
-    await sleep(100);
-  }
-}
-
-/**
- * Owners must reach their home under the fleet root and origin.git: adds o+x (search, not list) to
- * `dir` and each ancestor lacking it, inside the fleet root or the temp dir only (mkdtemp makes 0700
- * dirs); any other blocking ancestor is an error rather than a change to the machine.
- */
-async function letOthersIn(dir: string, root: string): Promise<void> {
-  const tmp = path.resolve(os.tmpdir());
-  for (let d = dir; ; d = path.dirname(d)) {
-    const st = await fs.stat(d);
-    if ((st.mode & 0o001) === 0) {
-      const ours = d === root || d.startsWith(`${root}/`) || d.startsWith(`${tmp}/`);
-      if (!ours) {
-        throw new Error(`fleet: checkout owners cannot reach ${root}: ${d} is not searchable by other users; put the fleet under ${tmp}`);
-      }
-      await fs.chmod(d, (st.mode & 0o7777) | 0o001);
-    }
-    if (path.dirname(d) === d) return;
-  }
-}
-
-/** How an owner's git reaches the root-owned bare origin (see fleet/README.md, "Owners"). */
-function ownerTransport(originDir: string) {
-  const safe = shq(`safe.directory=${originDir}`);
-  return { uploadpack: `git -c ${safe} upload-pack`, receivepack: `git -c ${safe} receive-pack` };
 }
 
 async function setupHost(root: string, originDir: string, spec: FleetHostSpec, install: boolean): Promise<void> {
@@ -734,32 +420,3 @@ export const journal = (host: Pick<FleetHost, "simRoot">) => lines(path.join(hos
 export const hookLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "hooks.log"));
 /** Lines the simulated `systemctl` wrote on the host: "<time> start UNIT ok|failed|not-found". */
 export const systemctlLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "systemctl.log"));
-
-/** Commits files (path relative to the repo -> text) to origin's main, as a user pushing from elsewhere. */
-export async function commitToOrigin(
-  fleet: Pick<Fleet, "root" | "originDir">,
-  files: Record<string, string>,
-  message: string,
-): Promise<void> {
-  const work = await fs.mkdtemp(path.join(fleet.root, ".push-"));
-  try {
-    await must("git", ["clone", "-q", "--branch", "main", fleet.originDir, work]);
-    for (const [rel, text] of Object.entries(files)) {
-      const file = path.resolve(work, rel);
-      if (!file.startsWith(`${work}/`)) throw new Error(`commitToOrigin: ${rel} is outside the repository`);
-      await fs.mkdir(path.dirname(file), { recursive: true });
-      await fs.writeFile(file, text);
-    }
-    await must("git", ["-C", work, "add", "-A"]);
-    await must("git", ["-C", work, "-c", "user.name=fleet-admin", "-c", "user.email=admin@nixfleet.invalid", "commit", "-q", "-m", message]);
-    await must("git", ["-C", work, "push", "-q", "origin", "HEAD:main"]);
-  } finally {
-    await fs.rm(work, { recursive: true, force: true });
-  }
-}
-
-/** Subject lines of origin's main, newest first. */
-export async function originLog(fleet: Pick<Fleet, "originDir">): Promise<string[]> {
-  const out = await must("git", ["--git-dir", fleet.originDir, "log", "--format=%s", "main"]);
-  return out.split("\n").filter((l) => l !== "");
-}
