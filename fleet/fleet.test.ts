@@ -203,6 +203,22 @@ describe("simulated fleet", () => {
       expect(await where(malphas)).toEqual(before);
     });
 
+    it("a long-running service: started by `test`, holds no switch lock, stopped when a system without it is activated", async () => {
+      const before = await where(malphas);
+      const p = await buildWith(malphas, '  systemd.services.daemon = { wantedBy = [ "multi-user.target" ]; script = "echo $$ > \\"$NIXFLEET_SIM_ROOT/run/daemon.pid\\"; exec sleep 300"; };');
+      const sw = () => sshExec(fleet, malphas, `${q(`${p}/bin/switch-to-configuration`)} test`, { timeoutMs: 60_000 });
+      expect((await sw()).code).toBe(0);
+      await expect.poll(() => fs.readFile(`${malphas.simRoot}/run/daemon.pid`, "utf8").catch(() => ""), { timeout: 20_000 }).toMatch(/^\d+\n$/);
+      const pid = Number(await fs.readFile(`${malphas.simRoot}/run/daemon.pid`, "utf8"));
+      expect((await ssh(malphas, "systemctl is-active daemon")).stdout).toBe("active\n");
+      const again = await sw(); // would wait forever if the daemon held the lock
+      expect(again.code, again.stderr).toBe(0);
+      const back = await ssh(malphas, `${q(`${before.running}/bin/switch-to-configuration`)} test`);
+      expect(back.code, back.stderr).toBe(0);
+      expect(back.stderr).toContain("stopping the following units: daemon.service");
+      expect(() => process.kill(pid, 0)).toThrow();
+    });
+
     it("an activation script that exits non-zero: exit 2 (as switch-to-configuration.pl), nothing activated", async () => {
       const before = await where(malphas);
       const p = await buildWith(malphas, '  system.activationScripts.broken = "echo activation breaks >&2; exit 1";');

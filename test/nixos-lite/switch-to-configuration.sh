@@ -35,8 +35,14 @@ if [ -d "$root/sim/bin" ]; then
   PATH="$root/sim/bin"
   export PATH
 fi
-systemctl="$root/sim/bin/systemctl"
-mkdir -p "$root/run" "$root/etc/systemd" "$root/log" "$root/boot"
+systemctl_bin="$root/sim/bin/systemctl"
+systemctl() { "$systemctl_bin" "$@" 8>&-; }
+mkdir -p "$root/run/nixos" "$root/etc/systemd" "$root/log" "$root/boot"
+# One switch at a time per host, as switch-to-configuration.pl does (flock on
+# /run/nixos/switch-to-configuration.lock, waiting). Children never inherit the lock (fd 8): a service
+# started here must not hold it.
+exec 8>>"$root/run/nixos/switch-to-configuration.lock"
+flock 8
 stamp="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 finish() {
@@ -63,13 +69,13 @@ fi
 
 # ---- test | switch ----
 have_systemd=false
-[ -x "$systemctl" ] && have_systemd=true
+[ -x "$systemctl_bin" ] && have_systemd=true
 units="$root/etc/systemd/system" # the ACTIVE system's units (a link into its store path, set by activate)
 active_before=()
 if $have_systemd; then
   while read -r u _; do
     [ -n "$u" ] && active_before+=("$u")
-  done < <("$systemctl" list-units --state=active,activating --plain --no-legend)
+  done < <(systemctl list-units --state=active,activating --plain --no-legend)
 fi
 
 # Units that are active now but gone from the new system: stopped before activation (X-StopOnRemoval).
@@ -88,34 +94,34 @@ for u in "${active_before[@]}"; do
 done
 if [ "${#to_stop[@]}" -gt 0 ]; then
   echo "stopping the following units: ${to_stop[*]}" >&2
-  "$systemctl" stop -- "${to_stop[@]}"
+  systemctl stop -- "${to_stop[@]}"
 fi
 
 res=0
-"$self/activate" "$self" || res=2
+"$self/activate" "$self" 8>&- || res=2
 
 if $have_systemd; then
-  "$systemctl" reset-failed
+  systemctl reset-failed
   if [ "${#to_restart[@]}" -gt 0 ]; then
     echo "restarting the following units: ${to_restart[*]}" >&2
-    "$systemctl" restart -- "${to_restart[@]}" || true
+    systemctl restart -- "${to_restart[@]}" || true
   fi
   # Like starting multi-user.target: every unit it wants that is not running yet.
   to_start=()
   for w in "$units"/multi-user.target.wants/*; do
     [ -e "$w" ] || continue
     u="${w##*/}"
-    state="$("$systemctl" is-active -- "$u" 2>/dev/null)"
+    state="$(systemctl is-active -- "$u" 2>/dev/null)"
     if [ "$state" != active ] && [ "$state" != activating ]; then to_start+=("$u"); fi
   done
   if [ "${#to_start[@]}" -gt 0 ]; then
     echo "starting the following units: ${to_start[*]}" >&2
-    for u in "${to_start[@]}"; do "$systemctl" start -- "$u" || true; done
+    for u in "${to_start[@]}"; do systemctl start -- "$u" || true; done
   fi
   failed=()
   while read -r u _; do
     [ -n "$u" ] && failed+=("$u")
-  done < <("$systemctl" list-units --state=failed --plain --no-legend)
+  done < <(systemctl list-units --state=failed --plain --no-legend)
   if [ "${#failed[@]}" -gt 0 ]; then
     list="${failed[*]}"
     echo "warning: the following units failed: ${list// /, }" >&2
