@@ -1,10 +1,20 @@
 // SIMULATION — a NixOS fleet on one machine, for the end-to-end tests and the README demo.
 // Never imported by product code. What is real and what is simulated: see fleet/README.md.
-import { execFile, spawn } from "node:child_process";
+// Orchestration only; each concern has its file: process.ts (programs, lock), sshd.ts, ports.ts, users.ts,
+// repo.ts (origin and its flake), stock.ts (the stock NixOS toolset), network.ts (partition, freeze).
 import { promises as fs, existsSync, readFileSync } from "node:fs";
-import * as net from "node:net";
-import * as os from "node:os";
 import * as path from "node:path";
+import { healHost, thawHost } from "./network";
+import { pickPorts, portIsFree } from "./ports";
+import { must, run, withLock, type ExecResult } from "./process";
+import { createOrigin } from "./repo";
+import { runningSshd, sessionPath, sshdConfig, sshdConfigPath, startSshd, stopSshd } from "./sshd";
+import { buildStock } from "./stock";
+import { ensureUser, letOthersIn, ownerTransport } from "./users";
+
+export { freezeHost, healHost, isPartitioned, partitionHost, thawHost } from "./network";
+export { run, type ExecResult } from "./process";
+export { commitToOrigin, liteSource, originLog } from "./repo";
 
 export type FleetRole = "desktop" | "laptop" | "server" | "pi";
 
@@ -64,12 +74,6 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
-export interface ExecResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
   { name: "malphas", role: "desktop", owner: "nixfleet-evie" },
   { name: "lilith", role: "laptop" },
@@ -78,49 +82,14 @@ export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
 ];
 
 const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];
-const SSHD = "/usr/sbin/sshd";
-const SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const SHIMS_SRC = path.join(__dirname, "shims");
-/** The stand-in module system (test/nixos-lite), vendored into the flake at fleet creation. */
-const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
 export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
 
 interface FleetState {
-  version: 1;
+  /** 2: unit files, stock toolset, boot entry (a version-1 root's installed systems cannot be re-activated). */
+  version: 2;
   /** owner: absent for root-owned checkouts (fleet.json files written before owners existed). */
   hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
-}
-
-/** Runs a program; never throws for a non-zero exit. */
-export function run(
-  file: string,
-  args: readonly string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
-): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(
-      file,
-      args as string[],
-      { cwd: opts.cwd, env: opts.env ?? process.env, maxBuffer: 64 * 1024 * 1024, timeout: opts.timeoutMs ?? 0 },
-      (err, stdout, stderr) => {
-        if (err && typeof (err as NodeJS.ErrnoException).code === "string") {
-          reject(new Error(`${file}: ${err.message}`));
-          return;
-        }
-        const code = err ? ((err as { code?: number }).code ?? 1) : 0;
-        resolve({ code: typeof code === "number" ? code : 1, stdout: String(stdout), stderr: String(stderr) });
-      },
-    );
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
-  });
-}
-
-async function must(file: string, args: readonly string[], opts: Parameters<typeof run>[2] = {}): Promise<string> {
-  const r = await run(file, args, opts);
-  if (r.code !== 0) {
-    throw new Error(`${file} ${args.join(" ")} failed (exit ${r.code}):\n${r.stderr}${r.stdout}`);
-  }
-  return r.stdout;
 }
 
 function validateSpecs(specs: readonly FleetHostSpec[]): void {
@@ -140,245 +109,15 @@ function validateSpecs(specs: readonly FleetHostSpec[]): void {
   }
 }
 
-function portIsFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
-  });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The pid of the host's sshd if it runs with this host's config, else null. */
-function runningSshd(simRoot: string): number | null {
-  const pidFile = path.join(simRoot, "run", "sshd.pid");
-  if (!existsSync(pidFile)) return null;
-  const pid = Number(readFileSync(pidFile, "utf8").trim());
-  if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return null;
-  try {
-    // sshd rewrites its process title ("sshd: /usr/sbin/sshd -D -f CFG … [listener] …").
-    const cmdline = `${readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ")} `;
-    return cmdline.includes(` -f ${sshdConfigPath(simRoot)} `) ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-const sshdConfigPath = (simRoot: string) => path.join(simRoot, "etc", "ssh", "sshd_config");
-
-async function withLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
-  const lock = path.join(root, ".lock");
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    try {
-      await fs.mkdir(lock);
-      await fs.writeFile(path.join(lock, "pid"), String(process.pid));
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const owner = Number(await fs.readFile(path.join(lock, "pid"), "utf8").catch(() => "0"));
-      if (owner > 0 && !pidAlive(owner)) {
-        await fs.rm(lock, { recursive: true, force: true });
-        continue;
-      }
-      if (Date.now() > deadline) throw new Error(`fleet: ${lock} is held by pid ${owner}`);
-      await sleep(100);
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await fs.rm(lock, { recursive: true, force: true });
-  }
-}
-
-function quoteCfg(value: string): string {
-  if (/["\n\r]/.test(value)) throw new Error(`fleet: path ${JSON.stringify(value)} cannot go into sshd_config`);
-  return `"${value}"`;
-}
-
-function sshdConfig(root: string, simRoot: string, port: number): string {
-  const env: Record<string, string> = {
-    NIXFLEET_SIM_ROOT: simRoot,
-    AUTO_UPGRADE_PROFILE: path.join(simRoot, "nix/var/nix/profiles/system"),
-    AUTO_UPGRADE_STATE_DIR: path.join(simRoot, "var/lib/auto-upgrade"),
-    PATH: `${path.join(root, "shims")}:${SYSTEM_PATH}`,
-    // bash sources ~/.bashrc for commands run by sshd only when SHLVL < 2 (bash's SSH_SOURCE_BASHRC
-    // rule); root's home is shared with the real machine and its ~/.bashrc prepends to PATH, so say
-    // "not a top-level shell" to keep PATH exactly as set here.
-    SHLVL: "2",
-  };
-  return [
-    "# SIMULATION: sshd of one nixfleet test host, generated by fleet/fleet.ts",
-    `Port ${port}`,
-    "ListenAddress 127.0.0.1",
-    `HostKey ${quoteCfg(path.join(simRoot, "etc/ssh/ssh_host_ed25519_key"))}`,
-    `PidFile ${quoteCfg(path.join(simRoot, "run/sshd.pid"))}`,
-    "PermitRootLogin prohibit-password",
-    "PubkeyAuthentication yes",
-    "PasswordAuthentication no",
-    "KbdInteractiveAuthentication no",
-    `AuthorizedKeysFile ${quoteCfg(path.join(root, "authorized_keys"))}`,
-    "StrictModes no",
-    "UsePAM no",
-    "PrintMotd no",
-    "LogLevel INFO",
-    "Subsystem sftp internal-sftp",
-    `SetEnv ${Object.entries(env)
-      .map(([k, v]) => quoteCfg(`${k}=${v}`))
-      .join(" ")}`,
-    "",
-  ].join("\n");
-}
-
-function flakeNix(specs: readonly FleetHostSpec[]): string {
-  const hosts = specs
-    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ ./hosts/${h.name}/configuration.nix ]; };`)
-    .join("\n");
-  return `# nix-config of the SIMULATED nixfleet test fleet (fleet/fleet.ts). nixos-lite stands in for nixpkgs.
-{
-  description = "nix-config of the simulated nixfleet fleet";
-
-  outputs = { self }:
-    let
-      lite = import ./nixos-lite;
-      system = "x86_64-linux";
-    in
-    {
-      nixosConfigurations = {
-${hosts}
-      };
-    };
-}
-`;
-}
-
-function configurationNix(h: FleetHostSpec): string {
-  return `# ${h.name} (${h.role}) — a host of the SIMULATED nixfleet fleet.
-{ lib, ... }:
-{
-  imports = lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix;
-
-  networking.hostName = "${h.name}";
-
-  # SIMULATION: stands in for a chezmoi dotfile sync; the fleet's systemctl shim runs \`script\` with bash.
-  systemd.services."chezmoi-pre-update" = {
-    description = "Sync dotfiles with chezmoi before an upgrade (simulated)";
-    serviceConfig.Type = "oneshot";
-    script = ''
-      mkdir -p "$NIXFLEET_SIM_ROOT/log"
-      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) chezmoi-pre-update: dotfiles synced (simulated)" >> "$NIXFLEET_SIM_ROOT/log/hooks.log"
-    '';
-  };
-}
-`;
-}
-
-/** The nixos-lite copied into the flake. */
-export function liteSource(): string {
-  if (!existsSync(path.join(LITE_SRC, "default.nix"))) throw new Error(`fleet: ${LITE_SRC}/default.nix is missing`);
-  return LITE_SRC;
-}
-
-async function createOrigin(root: string, originDir: string, specs: readonly FleetHostSpec[]): Promise<void> {
-  const seed = path.join(root, ".seed");
-  await fs.rm(seed, { recursive: true, force: true });
-  await fs.mkdir(seed, { recursive: true });
-  await fs.writeFile(path.join(seed, "flake.nix"), flakeNix(specs));
-  // A flake without inputs still gets a lock file; commit it so builds never write an untracked one.
-  await fs.writeFile(path.join(seed, "flake.lock"), `${JSON.stringify({ nodes: { root: {} }, root: "root", version: 7 }, null, 2)}\n`);
-  await fs.writeFile(path.join(seed, ".gitignore"), "result\nresult-*\n");
-  await fs.cp(liteSource(), path.join(seed, "nixos-lite"), { recursive: true });
-  for (const h of specs) {
-    await fs.mkdir(path.join(seed, "hosts", h.name), { recursive: true });
-    await fs.writeFile(path.join(seed, "hosts", h.name, "configuration.nix"), configurationNix(h));
-  }
-  const git = (args: string[], cwd = seed) => must("git", args, { cwd });
-  await fs.rm(originDir, { recursive: true, force: true });
-  // Shared (core.sharedRepository=0666): objects and refs root pushes stay writable for checkout owners
-  // and the other way round (dirs 2777, files a+r).
-  await git(["init", "--bare", "--shared=0666", "--initial-branch=main", originDir], root);
-  await git(["init", "--initial-branch=main"]);
-  await git(["add", "-A"]);
-  await git(["-c", "user.name=nixfleet-sim", "-c", "user.email=sim@nixfleet.invalid", "commit", "-q", "-m", "Initial nix-config (simulated fleet)"]);
-  await git(["push", "-q", originDir, "main"]);
-  await fs.rm(seed, { recursive: true, force: true });
-}
-
-async function pickPorts(specs: readonly FleetHostSpec[], basePort: number, state: FleetState | null, root: string) {
-  const taken = new Set<number>();
-  const ports: number[] = [];
-  for (const [i, h] of specs.entries()) {
-    const simRoot = path.join(root, "hosts", h.name);
-    const previous = state?.hosts.find((s) => s.name === h.name)?.port;
-    if (previous !== undefined && !taken.has(previous) && (runningSshd(simRoot) !== null || (await portIsFree(previous)))) {
-      ports.push(previous);
-      taken.add(previous);
-      continue;
-    }
-    let p = basePort + i;
-    while (taken.has(p) || !(await portIsFree(p))) p++;
-    ports.push(p);
-    taken.add(p);
-  }
-  return ports;
-}
-
-/** Starts the host's sshd; "port-in-use" if another process took its port meanwhile. */
-async function startSshd(simRoot: string): Promise<"started" | "port-in-use"> {
-  const cfg = sshdConfigPath(simRoot);
-  const pidFile = path.join(simRoot, "run", "sshd.pid");
-  const logFile = path.join(simRoot, "log", "sshd.log");
-  await fs.rm(pidFile, { force: true });
-  await must(SSHD, ["-t", "-f", cfg]);
-  const logStart = await fs.stat(logFile).then((st) => st.size, () => 0);
-  const child = spawn(SSHD, ["-D", "-f", cfg, "-E", logFile], { detached: true, stdio: "ignore" });
-  child.unref();
-  let exited = false;
-  child.once("exit", () => (exited = true));
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (runningSshd(simRoot) !== null) return "started";
-    if (exited) break;
-    await sleep(20);
-  }
-  if (!exited) child.kill("SIGKILL");
-  const log = (await fs.readFile(logFile, "utf8").catch(() => "")).slice(logStart);
-  if (log.includes("Address already in use")) return "port-in-use";
-  throw new Error(`fleet: sshd for ${simRoot} did not start:\n${log.slice(-2000)}`);
-}
-
-async function stopSshd(simRoot: string): Promise<void> {
-  const pid = runningSshd(simRoot);
-  if (pid === null) return;
-  process.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 5_000;
-  while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
-  if (pidAlive(pid)) process.kill(pid, "SIGKILL");
-  await fs.rm(path.join(simRoot, "run", "sshd.pid"), { force: true });
-}
-
-/** The environment a host's sessions get (what its sshd's SetEnv gives), for running shims locally. */
-export function hostEnv(fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir" | "profile">): NodeJS.ProcessEnv {
+/** The environment a host's sessions get (what its sshd's SetEnv gives), for running its tools locally. */
+export function hostEnv(_fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir">): NodeJS.ProcessEnv {
   return {
     HOME: process.env.HOME ?? "/root",
     USER: "root",
     LOGNAME: "root",
-    PATH: `${path.join(fleetRoot, "shims")}:${SYSTEM_PATH}`,
+    PATH: sessionPath(host.simRoot),
     NIXFLEET_SIM_ROOT: host.simRoot,
-    AUTO_UPGRADE_PROFILE: host.profile,
+    AUTO_UPGRADE_ROOT: host.simRoot,
     AUTO_UPGRADE_STATE_DIR: host.stateDir,
   };
 }
@@ -396,57 +135,14 @@ function hostPaths(root: string, name: string, owner: string) {
   };
 }
 
-const shq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
-
-/**
- * Creates `owner` as a system user unless it exists (the simulation runs as root). Users are
- * machine-wide and shared by every fleet on the machine; the home in /etc/passwd is the simRoot of
- * the fleet that created the user (nothing relies on it). Concurrent fleets may race: retried.
- */
-async function ensureUser(owner: string, home: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    if ((await run("id", ["-u", owner])).code === 0) return;
-    const r = await run("useradd", ["--system", "--user-group", "--home-dir", home, "--no-create-home", "--shell", "/usr/sbin/nologin", owner]);
-    if (r.code === 0) return;
-    // 9: the name was taken meanwhile (a parallel fleet); 10: /etc/passwd is locked by another useradd.
-    if (attempt >= 50 || ![9, 10].includes(r.code)) throw new Error(`fleet: useradd ${owner} failed (exit ${r.code}): ${r.stderr}`);
-    await sleep(100);
-  }
-}
-
-/**
- * Owners must reach their home under the fleet root and origin.git: adds o+x (search, not list) to
- * `dir` and each ancestor lacking it, inside the fleet root or the temp dir only (mkdtemp makes 0700
- * dirs); any other blocking ancestor is an error rather than a change to the machine.
- */
-async function letOthersIn(dir: string, root: string): Promise<void> {
-  const tmp = path.resolve(os.tmpdir());
-  for (let d = dir; ; d = path.dirname(d)) {
-    const st = await fs.stat(d);
-    if ((st.mode & 0o001) === 0) {
-      const ours = d === root || d.startsWith(`${root}/`) || d.startsWith(`${tmp}/`);
-      if (!ours) {
-        throw new Error(`fleet: checkout owners cannot reach ${root}: ${d} is not searchable by other users; put the fleet under ${tmp}`);
-      }
-      await fs.chmod(d, (st.mode & 0o7777) | 0o001);
-    }
-    if (path.dirname(d) === d) return;
-  }
-}
-
-/** How an owner's git reaches the root-owned bare origin (see fleet/README.md, "Owners"). */
-function ownerTransport(originDir: string) {
-  const safe = shq(`safe.directory=${originDir}`);
-  return { uploadpack: `git -c ${safe} upload-pack`, receivepack: `git -c ${safe} receive-pack` };
-}
-
 async function setupHost(root: string, originDir: string, spec: FleetHostSpec, install: boolean): Promise<void> {
   const owner = ownerOf(spec);
   const p = hostPaths(root, spec.name, owner);
   const home = path.dirname(p.checkout);
-  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles"]) {
+  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles", "sim", "boot"]) {
     await fs.mkdir(path.join(p.simRoot, d), { recursive: true });
   }
+  if (!existsSync(sessionPath(p.simRoot))) await fs.symlink(path.join(root, "stock", "bin"), sessionPath(p.simRoot));
   await fs.mkdir(home, { recursive: true });
   if (owner !== "root") {
     // As on NixOS: /home/<user> belongs to the user, mode 0700.
@@ -478,14 +174,33 @@ async function setupHost(root: string, originDir: string, spec: FleetHostSpec, i
     await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.name", `${owner}@${spec.name}`], { cwd: home });
     await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.email", `${owner}@${spec.name}.fleet.invalid`], { cwd: home });
   }
-  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) {
-    // The machine as installed: its configuration built and activated (generation 1 of its profile).
-    // Nix's git refuses a checkout root does not own ("dubious ownership"), so the installer trusts it.
-    const trust = owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
-    await must(path.join(root, "shims", "nh"), ["os", "switch", "-R", "-H", spec.name, p.checkout], {
-      env: { ...hostEnv(root, p), ...trust },
-      cwd: p.checkout,
-    });
+  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) await installHost(root, spec.name, p);
+}
+
+/**
+ * The machine as installed and booted once, with the host's stock tools only: like nixos-install, build
+ * the configuration, make it generation 1 of the system profile and the boot entry
+ * (`switch-to-configuration boot`); then like its first boot, run the system's `activate` (units, current
+ * system), record it as the booted system and start what multi-user.target wants. The host's sshd is
+ * started by startFleet. Nix's git refuses a checkout root does not own ("dubious ownership"), so the
+ * installer trusts it.
+ */
+async function installHost(root: string, name: string, p: ReturnType<typeof hostPaths>): Promise<void> {
+  const trust = p.owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
+  const env = { ...hostEnv(root, p), ...trust };
+  const opts = { env, cwd: p.checkout };
+  const link = path.join(p.simRoot, "run", "install-result");
+  const attr = `${p.checkout}#nixosConfigurations.${JSON.stringify(name)}.config.system.build.toplevel`;
+  await must("nix", ["build", ...NIX_FLAGS, "-o", link, attr], opts);
+  const system = await fs.readlink(link);
+  await must("nix-env", ["-p", p.profile, "--set", system], opts);
+  await fs.rm(link);
+  await must(path.join(system, "bin", "switch-to-configuration"), ["boot"], opts);
+  await must(path.join(system, "activate"), [system], opts);
+  await fs.symlink(system, path.join(p.simRoot, "run", "booted-system"));
+  const wants = path.join(p.simRoot, "etc", "systemd", "system", "multi-user.target.wants");
+  for (const unit of await fs.readdir(wants).catch(() => [] as string[])) {
+    if (unit !== "sshd.service") await must("systemctl", ["start", "--", unit], opts);
   }
 }
 
@@ -528,6 +243,9 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
   await fs.mkdir(root, { recursive: true });
   return withLock(root, async () => {
     const state = await readState(root);
+    if (state && state.version !== 2) {
+      throw new Error(`fleet at ${root} was made by an older simulation (fleet.json version ${state.version}): start it with fresh: true (CLI: --fresh) or use another root`);
+    }
     if (state) {
       const key = (h: { name: string; role: string; owner?: string }) =>
         ownerOf(h) === "root" ? `${h.name}:${h.role}` : `${h.name}:${h.role}:${h.owner}`;
@@ -544,8 +262,12 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
     await fs.mkdir(shims, { recursive: true });
     for (const f of await fs.readdir(SHIMS_SRC)) {
       await fs.copyFile(path.join(SHIMS_SRC, f), path.join(shims, f));
-      await fs.chmod(path.join(shims, f), 0o755);
+      await fs.chmod(path.join(shims, f), f.endsWith(".sh") ? 0o644 : 0o755);
     }
+    for (const gone of await fs.readdir(shims)) {
+      if (!existsSync(path.join(SHIMS_SRC, gone))) await fs.rm(path.join(shims, gone), { force: true });
+    }
+    await buildStock(root);
 
     const clientKey = path.join(root, "client_ed25519");
     if (!existsSync(clientKey)) {
@@ -600,7 +322,7 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
       hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""),
     );
     const newState: FleetState = {
-      version: 1,
+      version: 2,
       hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port, ...(h.owner === "root" ? {} : { owner: h.owner }) })),
     };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
@@ -612,7 +334,16 @@ export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
 export async function stopFleet(root: string): Promise<void> {
   const state = await readState(path.resolve(root));
   if (!state) return;
-  await Promise.all(state.hosts.map((h) => stopSshd(hostPaths(path.resolve(root), h.name, ownerOf(h)).simRoot)));
+  const abs = path.resolve(root);
+  await Promise.all(
+    state.hosts.map(async (h) => {
+      const net = { name: h.name, port: h.port, simRoot: hostPaths(abs, h.name, ownerOf(h)).simRoot };
+      // A test may have left the host partitioned or frozen: undo both, or sshd would not stop.
+      if (existsSync("/usr/sbin/iptables")) await healHost({ root: abs }, net);
+      if (runningSshd(net.simRoot) !== null) await thawHost(null, net);
+      await stopSshd(net.simRoot);
+    }),
+  );
 }
 
 /** The fleet under `root` as it is now, without starting anything; null if there is none. */
@@ -689,32 +420,3 @@ export const journal = (host: Pick<FleetHost, "simRoot">) => lines(path.join(hos
 export const hookLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "hooks.log"));
 /** Lines the simulated `systemctl` wrote on the host: "<time> start UNIT ok|failed|not-found". */
 export const systemctlLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "systemctl.log"));
-
-/** Commits files (path relative to the repo -> text) to origin's main, as a user pushing from elsewhere. */
-export async function commitToOrigin(
-  fleet: Pick<Fleet, "root" | "originDir">,
-  files: Record<string, string>,
-  message: string,
-): Promise<void> {
-  const work = await fs.mkdtemp(path.join(fleet.root, ".push-"));
-  try {
-    await must("git", ["clone", "-q", "--branch", "main", fleet.originDir, work]);
-    for (const [rel, text] of Object.entries(files)) {
-      const file = path.resolve(work, rel);
-      if (!file.startsWith(`${work}/`)) throw new Error(`commitToOrigin: ${rel} is outside the repository`);
-      await fs.mkdir(path.dirname(file), { recursive: true });
-      await fs.writeFile(file, text);
-    }
-    await must("git", ["-C", work, "add", "-A"]);
-    await must("git", ["-C", work, "-c", "user.name=fleet-admin", "-c", "user.email=admin@nixfleet.invalid", "commit", "-q", "-m", message]);
-    await must("git", ["-C", work, "push", "-q", "origin", "HEAD:main"]);
-  } finally {
-    await fs.rm(work, { recursive: true, force: true });
-  }
-}
-
-/** Subject lines of origin's main, newest first. */
-export async function originLog(fleet: Pick<Fleet, "originDir">): Promise<string[]> {
-  const out = await must("git", ["--git-dir", fleet.originDir, "log", "--format=%s", "main"]);
-  return out.split("\n").filter((l) => l !== "");
-}

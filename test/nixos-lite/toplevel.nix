@@ -1,12 +1,25 @@
 # ============================================================================
 #  SIMULATION — nixos-lite toplevel. This is NOT NixOS.
 #
-#  Builds `config.system.build.toplevel` from the options base.nix declares: a
-#  REAL derivation whose `bin/switch-to-configuration` only SIMULATES
-#  activation inside $NIXFLEET_SIM_ROOT. Layout and interface: ./README.md.
+#  Builds `config.system.build.toplevel` like NixOS lays it out: real unit files
+#  in etc/systemd/system (as nixos/lib/systemd-lib.nix writes them), an
+#  `activate` script made of `system.activationScripts` (as
+#  nixos/modules/system/activation/activation-script.nix does), kernel/initrd/
+#  kernel-modules links, and a `bin/switch-to-configuration` that models
+#  `test`, `boot` and `switch` inside $NIXFLEET_SIM_ROOT, the simulated host's
+#  root. Its exit codes follow switch-to-configuration.pl: 2 when `activate`
+#  fails, 4 when a unit fails to start. Layout and interface: ./README.md and
+#  fleet/README.md ("Faults").
+#
+#  Also declares the few sim-only options a host configuration uses to cause
+#  faults as it would on NixOS: services.openssh.enable,
+#  system.activationScripts, boot.kernelPackages.kernel.version.
 # ============================================================================
 { config, lib, nixosLite, ... }:
 let
+  inherit (lib) mkOption types;
+  inherit (nixosLite) system;
+
   # Functions never reach JSON; derivations become their store path (with context).
   jsonable = v:
     if builtins.isFunction v then null
@@ -15,8 +28,6 @@ let
       lib.filterAttrs (_: x: !(builtins.isFunction x)) (builtins.mapAttrs (_: jsonable) v)
     else if builtins.isList v then map jsonable (builtins.filter (x: !(builtins.isFunction x)) v)
     else v;
-
-  units = jsonable { services = config.systemd.services; timers = config.systemd.timers; };
 
   failedAssertions = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
 
@@ -31,43 +42,202 @@ let
     (o: deepForce o.value)
     (builtins.filter (o: !(lib.hasPrefix "system.build" (lib.showOption o.loc))) nixosLite.evaluation.definedOptions);
 
-  switchBody = ''
-    # ====================================================================
-    #  SIMULATED activation (nixos-lite). It never touches the real system:
-    #  everything happens under $NIXFLEET_SIM_ROOT, the simulated host's root.
-    # ====================================================================
-    set -eu
-    action="''${1:-}"
-    case "$action" in
-      switch|boot|test|dry-activate) ;;
-      *) echo "usage: $0 {switch|boot|test|dry-activate}" >&2; exit 2 ;;
-    esac
-    if [ -z "''${NIXFLEET_SIM_ROOT:-}" ]; then
-      echo "switch-to-configuration: this is a SIMULATED system (nixos-lite): set NIXFLEET_SIM_ROOT to the simulated host's root directory; refusing to run" >&2
-      exit 1
-    fi
-    root="$NIXFLEET_SIM_ROOT"
-    mkdir -p "$root/run" "$root/etc/systemd" "$root/log"
-    stamp="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    if [ -n "''${NIXFLEET_SIM_SWITCH_FAIL:-}" ]; then
-      printf '%s %s %s FAILED\n' "$stamp" "$action" "$self" >> "$root/log/switch.log"
-      echo "switch-to-configuration: simulated activation failure (NIXFLEET_SIM_SWITCH_FAIL is set)" >&2
-      exit 4
-    fi
-    case "$action" in
-      switch|test)
-        ln -sfn "$self" "$root/run/current-system"
-        cat "$self/etc/systemd/units.json" > "$root/etc/systemd/units.json.new"
-        mv -f "$root/etc/systemd/units.json.new" "$root/etc/systemd/units.json"
-        ;;
-      dry-activate)
-        echo "would activate $self" >&2
-        ;;
-    esac
-    printf '%s %s %s\n' "$stamp" "$action" "$self" >> "$root/log/switch.log"
+  # A file in the store whose content is `text` (pkgs.writeText without pkgs).
+  textFile = name: text: derivation {
+    inherit name system text;
+    builder = "/bin/sh";
+    args = [ "-c" "printf '%s' \"$text\" > \"$out\"" ];
+  };
+
+  # ---- unit files (nixpkgs nixos/lib/systemd-lib.nix: attrsToSection, serviceToUnit, timerToUnit) ----
+  toOption = x: if x == true then "true" else if x == false then "false" else toString x;
+  attrsToSection = as: builtins.concatStringsSep "" (builtins.concatLists (lib.mapAttrsToList
+    (name: value: map (x: "${name}=${toOption x}\n") (if builtins.isList value then value else [ value ]))
+    as));
+  optionalAttrs = c: as: if c then as else { };
+
+  # nixos/lib/systemd-unit-options.nix `unitConfig`: the dependency lists and the description become
+  # [Unit] entries; what a definition sets in unitConfig itself wins.
+  unitSection = def:
+    optionalAttrs (def.requires != [ ]) { Requires = toString def.requires; }
+    // optionalAttrs (def.wants != [ ]) { Wants = toString def.wants; }
+    // optionalAttrs (def.after != [ ]) { After = toString def.after; }
+    // optionalAttrs (def.before != [ ]) { Before = toString def.before; }
+    // optionalAttrs (def.bindsTo != [ ]) { BindsTo = toString def.bindsTo; }
+    // optionalAttrs (def.partOf != [ ]) { PartOf = toString def.partOf; }
+    // optionalAttrs (def.conflicts != [ ]) { Conflicts = toString def.conflicts; }
+    // optionalAttrs (def.description != "") { Description = def.description; }
+    // def.unitConfig;
+
+  # nixos/lib/systemd-lib.nix makeJobScript: `script`, `preStart`, `postStart` become store scripts run
+  # with bash and `set -e` (here the host's /bin/bash stands in for nixpkgs' runtimeShell).
+  jobScript = name: text:
+    let
+      drv = derivation {
+        name = "unit-script-${name}";
+        inherit system;
+        builder = "/bin/sh";
+        scriptName = name;
+        text = "#!/bin/bash\nset -e\n${text}\n";
+        args = [ "-c" "/bin/mkdir -p \"$out/bin\" && printf '%s' \"$text\" > \"$out/bin/$scriptName\" && /bin/chmod 0555 \"$out/bin/$scriptName\"" ];
+      };
+    in
+    "${drv}/bin/${name}";
+
+  serviceText = name: def:
+    let
+      hasExec = def.serviceConfig ? ExecStart;
+      serviceCfg =
+        if def.script != "" && hasExec then
+          throw "systemd.services.${name}: set either `script` or `serviceConfig.ExecStart`, not both (nixos-lite, as NixOS' conflicting definitions)"
+        else
+          def.serviceConfig
+          // optionalAttrs (def.script != "") { ExecStart = jobScript "${name}-start" def.script; }
+          // optionalAttrs (def.preStart != "") { ExecStartPre = jobScript "${name}-pre-start" def.preStart; }
+          // optionalAttrs (def.postStart != "") { ExecStartPost = jobScript "${name}-post-start" def.postStart; };
+      env = def.environment;
+    in
+    "[Unit]\n" + attrsToSection (unitSection def)
+    + "\n[Service]\n"
+    + builtins.concatStringsSep "" (map
+      (n: if env.${n} == null then "" else "Environment=${builtins.toJSON "${n}=${env.${n}}"}\n")
+      (builtins.attrNames env))
+    + (if def.reloadIfChanged or false then "X-ReloadIfChanged=true\n"
+    else if !(def.restartIfChanged or true) then "X-RestartIfChanged=false\n" else "")
+    + (if !(def.stopIfChanged or true) then "X-StopIfChanged=false\n" else "")
+    + attrsToSection serviceCfg;
+
+  timerText = def: "[Unit]\n" + attrsToSection (unitSection def) + "\n[Timer]\n" + attrsToSection def.timerConfig;
+
+  # nixos/modules/system/boot/systemd.nix: a service with `startAt` gets a timer of the same name.
+  servicesWithTimers = builtins.filter (n: config.systemd.services.${n}.enable && lib.toList config.systemd.services.${n}.startAt != [ ])
+    (builtins.attrNames config.systemd.services);
+  timers = config.systemd.timers // builtins.listToAttrs (map
+    (n: {
+      name = n;
+      value = {
+        enable = true; description = ""; wantedBy = [ "timers.target" ]; requiredBy = [ ]; after = [ ]; before = [ ];
+        wants = [ ]; requires = [ ]; bindsTo = [ ]; partOf = [ ]; conflicts = [ ]; unitConfig = { };
+        timerConfig = { OnCalendar = lib.toList config.systemd.services.${n}.startAt; };
+      };
+    })
+    (builtins.filter (n: !(config.systemd.timers ? ${n})) servicesWithTimers));
+
+  unitNameOk = n: builtins.match "[A-Za-z0-9:_.\\\\@-]+" n != null;
+  checkName = n: if unitNameOk n then n else throw "nixos-lite: `${n}' is not a valid systemd unit name";
+
+  enabled = lib.filterAttrs (_: d: d.enable);
+  unitFiles =
+    lib.mapAttrsToList (n: d: { name = checkName "${n}.service"; text = serviceText n d; wantedBy = d.wantedBy; })
+      (enabled config.systemd.services)
+    ++ lib.mapAttrsToList (n: d: { name = checkName "${n}.timer"; text = timerText d; wantedBy = d.wantedBy; })
+      (enabled timers)
+    # SIMULATION: the host's sshd is the fleet's OpenSSH server (fleet/fleet.ts); the unit only says whether
+    # this system runs it. The systemctl shim starts/stops that sshd for `sshd.service`.
+    ++ lib.optional config.services.openssh.enable {
+      name = "sshd.service";
+      text = "[Unit]\nDescription=SSH Daemon (SIMULATED: the fleet's sshd of this host)\n\n[Service]\nX-NixosLiteSshd=true\n";
+      wantedBy = [ "multi-user.target" ];
+    };
+
+  # `name=store path` per unit (names are checked unit names, store paths have no spaces).
+  unitLinks = map (u: "${u.name}=${textFile "unit-${u.name}" u.text}") unitFiles;
+  wantsLinks = builtins.concatLists (map (u: map (t: "${checkName t}.wants/${u.name}") u.wantedBy) unitFiles);
+
+  units = jsonable { services = config.systemd.services; timers = config.systemd.timers; };
+
+  # ---- activation (nixos/modules/system/activation/activation-script.nix) ----
+  snippets =
+    builtins.mapAttrs (_: v: if builtins.isString v then { text = v; deps = [ ]; } else { deps = [ ]; } // v)
+      config.system.activationScripts
+    // {
+      # SIMULATION of NixOS' `etc` snippet: the host's /etc/systemd/system becomes this system's units.
+      etc = {
+        deps = [ ];
+        text = ''
+          ln -sfn "$systemConfig/etc/systemd/system" "$root/etc/systemd/.system.new"
+          mv -Tf "$root/etc/systemd/.system.new" "$root/etc/systemd/system"
+          cp "$systemConfig/etc/systemd/units.json" "$root/etc/systemd/.units.json.new"
+          mv -f "$root/etc/systemd/.units.json.new" "$root/etc/systemd/units.json"
+        '';
+      };
+    };
+  # lib.textClosureMap: each snippet after its deps, otherwise in attribute-name order.
+  snippetOrder = builtins.foldl'
+    (done: n:
+      let
+        visit = seen: m:
+          if builtins.elem m seen then seen
+          else if !(snippets ? ${m}) then throw "system.activationScripts.${n}: dependency `${m}' does not exist"
+          else (builtins.foldl' visit seen snippets.${m}.deps) ++ [ m ];
+      in
+      visit done n)
+    [ ]
+    (builtins.attrNames snippets);
+  activateScript = ''
+    #!/bin/bash
+    # SIMULATED NixOS activation (nixos-lite): like activation-script.nix, every snippet runs, a failing
+    # command marks the activation failed (ERR trap), `exit` in a snippet ends it at once; the system
+    # becomes current only at the end.
+    systemConfig="$1"
+    root="''${NIXFLEET_SIM_ROOT:?activate (simulated) needs NIXFLEET_SIM_ROOT}"
+    _status=0
+    trap "_status=1 _localstatus=\$?" ERR
+    umask 0022
+    mkdir -p "$root/etc/systemd" "$root/run"
+  '' + builtins.concatStringsSep "" (map
+    (n: ''
+
+      #### Activation script snippet ${n}:
+      _localstatus=0
+      ${snippets.${n}.text}
+      if (( _localstatus > 0 )); then
+        printf "Activation script snippet '%s' failed (%s)\n" ${lib.escapeShellArg n} "$_localstatus"
+      fi
+    '')
+    snippetOrder) + ''
+
+    # Make this configuration the current configuration.
+    ln -sfn "$(readlink -f "$systemConfig")" "$root/run/current-system"
+    exit $_status
   '';
+
+  # ---- kernel (SIMULATED: files that stand for a kernel, so a version change changes $out/kernel) ----
+  kernelVersion = config.boot.kernelPackages.kernel.version;
+  kernelPart = what: derivation {
+    name = "${what}-${kernelVersion}";
+    inherit system what;
+    version = kernelVersion;
+    builder = "/bin/sh";
+    args = [ "-c" "/bin/mkdir -p \"$out\" && printf 'SIMULATED %s %s\\n' \"$what\" \"$version\" > \"$out/$what\"" ];
+  };
+
+  switchBody = builtins.readFile ./switch-to-configuration.sh;
 in
 {
+  options = {
+    services.openssh.enable = mkOption {
+      type = types.bool;
+      default = true;
+      description = "SIMULATED: whether this system runs the host's sshd. `false`: switching to it stops sshd and kills its sessions.";
+    };
+    system.activationScripts = mkOption {
+      type = types.attrsOf types.unspecified;
+      default = { };
+      description = "Snippets (a string, or `{ text; deps; }`) run by `switch-to-configuration test|switch`, as on NixOS.";
+    };
+    boot.kernelPackages.kernel.version = mkOption {
+      type = types.str;
+      default = "6.6.0";
+      description = "SIMULATED kernel version: changes $out/kernel, $out/initrd and $out/kernel-modules (a reboot is needed).";
+    };
+  };
+
+  config.assertions = [{
+    assertion = builtins.match "[0-9A-Za-z][0-9A-Za-z.+_-]*" kernelVersion != null;
+    message = "boot.kernelPackages.kernel.version `${kernelVersion}': use letters, digits, '.', '+', '_' and '-' (nixos-lite)";
+  }];
+
   config.system.build.toplevel =
     if failedAssertions != [ ] then
       throw "\nFailed assertions:\n${lib.concatStringsSep "\n" (map (m: "- ${m}") failedAssertions)}"
@@ -76,24 +246,34 @@ in
       builtins.foldl' (acc: w: builtins.trace "warning: ${w}" acc)
         (derivation {
           name = "nixos-system-${config.networking.hostName}-nixos-lite";
-          system = nixosLite.system;
+          inherit system;
           builder = "/bin/sh";
           hostName = config.networking.hostName;
           unitsJson = builtins.toJSON units;
-          inherit switchBody;
+          inherit switchBody activateScript unitLinks wantsLinks;
+          kernel = "${kernelPart "bzImage"}/bzImage";
+          initrd = "${kernelPart "initrd"}/initrd";
+          kernelModules = "${kernelPart "modules"}";
           swPackages = map (p: "${p}") config.environment.systemPackages;
           args = [
             "-c"
             ''
               set -e
-              /bin/mkdir -p "$out/bin" "$out/etc/systemd" "$out/sw/bin"
+              /bin/mkdir -p "$out/bin" "$out/etc/systemd/system" "$out/sw/bin"
               printf '%s\n' "$unitsJson" > "$out/etc/systemd/units.json"
               printf '%s\n' "$hostName" > "$out/etc/hostname"
               printf 'nixos-lite SIMULATED system, not NixOS\n' > "$out/nixos-lite"
-              {
-                printf '#!/bin/sh\nself=%s\n' "$out"
-                printf '%s' "$switchBody"
-              } > "$out/bin/switch-to-configuration"
+              for l in $unitLinks; do /bin/ln -s "''${l#*=}" "$out/etc/systemd/system/''${l%%=*}"; done
+              for w in $wantsLinks; do
+                /bin/mkdir -p "$out/etc/systemd/system/''${w%/*}"
+                /bin/ln -s "../''${w##*/}" "$out/etc/systemd/system/$w"
+              done
+              /bin/ln -s "$kernel" "$out/kernel"
+              /bin/ln -s "$initrd" "$out/initrd"
+              /bin/ln -s "$kernelModules" "$out/kernel-modules"
+              printf '%s' "$activateScript" > "$out/activate"
+              /bin/chmod 0555 "$out/activate"
+              { printf '#!/bin/bash\nself=%s\n' "$out"; printf '%s' "$switchBody"; } > "$out/bin/switch-to-configuration"
               /bin/chmod 0555 "$out/bin/switch-to-configuration"
               for p in $swPackages; do
                 for f in "$p"/bin/*; do
