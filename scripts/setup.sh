@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Debian packages: real Nix (nix-bin), sshd for the simulated fleet, shellcheck, git, jq.
-apt_packages=(nix-bin openssh-server shellcheck git jq)
+apt_packages=(nix-bin openssh-server shellcheck git jq iptables)
 missing=()
-for tool in nix-instantiate:nix-bin sshd:openssh-server shellcheck:shellcheck git:git jq:jq; do
+for tool in nix-instantiate:nix-bin sshd:openssh-server shellcheck:shellcheck git:git jq:jq iptables:iptables; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

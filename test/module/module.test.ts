@@ -66,7 +66,11 @@ describe("each role's defaults, evaluated through nixos-lite", () => {
       expect(settingsOf(env)).toEqual(defaults(name, expected[role].commit));
       // As nixpkgs' upgrade service: HOME for git/ssh; NixOS' own PATH for every service.
       expect(env.HOME).toBe("/root");
-      expect(env.PATH).toMatch(/^\/nix\/store\/[a-z0-9]{32}-coreutils-nixos-lite-standin\/bin:/);
+      // The script's runtime is also the unit's `path` (as nixpkgs' upgrade service): git, ssh, nix first.
+      for (const pkg of ["nix", "openssh", "git-minimal", "util-linux", "coreutils", "systemd", "gzip"]) {
+        expect(env.PATH).toMatch(new RegExp(`(^|:)/nix/store/[a-z0-9]{32}-${pkg}-nixos-lite-standin/bin(:|$)`));
+      }
+      expect(env.PATH).not.toMatch(/jq|-nh-/);
       expect(r.service.after).toEqual([CHEZMOI, "network-online.target"]);
       expect(r.service.wants).toEqual([CHEZMOI, "network-online.target"]);
       expect(r.service.restartIfChanged).toBe(false);

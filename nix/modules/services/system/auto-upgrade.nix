@@ -47,20 +47,22 @@ let
   # The runtime of nixpkgs' own upgrade service (nixos/modules/tasks/auto-upgrade.nix: nix, ssh for
   # git remotes, git, coreutils, gzip) plus what the script calls: flock/runuser/setsid/logger,
   # systemctl/systemd-run, grep, sed, find. Nothing a stock NixOS host lacks: no jq, no nh.
+  runtime = [
+    config.nix.package.out
+    config.programs.ssh.package
+    pkgs.gitMinimal
+    pkgs.coreutils
+    pkgs.util-linux
+    pkgs.systemd
+    pkgs.gnugrep
+    pkgs.gnused
+    pkgs.findutils
+    pkgs.gzip
+  ];
+
   script = pkgs.writeShellApplication {
     name = "auto-upgrade";
-    runtimeInputs = [
-      config.nix.package.out
-      config.programs.ssh.package
-      pkgs.gitMinimal
-      pkgs.coreutils
-      pkgs.util-linux
-      pkgs.systemd
-      pkgs.gnugrep
-      pkgs.gnused
-      pkgs.findutils
-      pkgs.gzip
-    ];
+    runtimeInputs = runtime;
     text = builtins.readFile ./auto-upgrade.sh;
   };
 
@@ -263,6 +265,9 @@ in
       wants = cfg.preUpdateHooks ++ [ "network-online.target" ];
       # A failed or rolled-back timer run starts these (systemd: OnFailure= in [Unit]).
       inherit (cfg) onFailure;
+      # Also the unit's PATH, as nixpkgs' own upgrade service has it: what the script starts detached
+      # (the activator, via systemd-run) gets this PATH handed on explicitly.
+      path = runtime;
       # The service switches the system itself: switching must neither restart nor stop it.
       restartIfChanged = false;
       unitConfig.X-StopOnRemoval = false;
