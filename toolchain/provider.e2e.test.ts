@@ -180,16 +180,19 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
   });
 
   afterAll(async () => {
-    if (stack) {
-      spec = { ...spec, port, hostKey: hostPub, noKey: false, agentSocketPath: undefined };
-      stack.workspace.envVars.SSH_AUTH_SOCK = "";
-      await stack.destroy().catch(() => undefined);
+    try {
+      if (stack) {
+        spec = { ...spec, port, hostKey: hostPub, noKey: false, agentSocketPath: undefined };
+        stack.workspace.envVars.SSH_AUTH_SOCK = "";
+        await stack.destroy().catch(() => undefined);
+      }
+    } finally { // even if destroy fails or hangs: no sshd, agent or temp dir outlives the test
+      agent?.kill();
+      hung?.close();
+      sshd?.kill();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
     }
-    agent?.kill();
-    hung?.close();
-    sshd?.kill();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  });
+  }, 120_000);
 
   it("creates: runs the command over SSH (with stdin and AcceptEnv'd environment) and returns its output", async () => {
     spec = {
@@ -300,6 +303,17 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
     const res = await stack.up();
     expect(res.outputs.stdout.value).toBe("ok");
     expect(runs().slice(-2)).toEqual(["fail", "fixed"]);
+  });
+
+  it("cancelling an up (SIGINT to the CLI) does not stop the running command: the up waits, its result is kept", async () => {
+    spec = { ...spec, create: `echo start >> ${marker}; sleep 3; echo end >> ${marker}; echo finished` };
+    const ac = new AbortController();
+    const up = stack.up({ signal: ac.signal }).catch((e: Error) => e); // the engine reports the cancellation
+    await waitFor("the command to start on the host", () => runs().at(-1) === "start", 30_000);
+    ac.abort();
+    await up;
+    expect(runs().slice(-2)).toEqual(["start", "end"]); // already there when the up returns
+    expect((await probeState()).outputs.stdout).toBe("finished");
   });
 
   it("logs an output line of 65535 bytes, and of any length with logging: none", async () => {
