@@ -34,6 +34,7 @@ interface Spec {
   agentSocketPath?: string;
   logging?: "stdout" | "stderr" | "stdoutAndStderr" | "none";
   addPreviousOutputInEnv?: boolean;
+  viaProxy?: boolean; // connection.proxy: jump through the same sshd
 }
 
 const portRange = (process.env.NIXFLEET_E2E_PORTS ?? "").match(/^(\d+)-(\d+)$/);
@@ -147,6 +148,7 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
           dialErrorLimit: spec.dialErrorLimit ?? 2,
           perDialTimeout: spec.perDialTimeout,
           agentSocketPath: spec.agentSocketPath,
+          proxy: spec.viaProxy ? { host: "127.0.0.1", port, privateKey: pulumi.secret(clientKey), dialErrorLimit: 0 } : undefined,
         },
         create: spec.create,
         update: spec.update,
@@ -314,6 +316,24 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
     await up;
     expect(runs().slice(-2)).toEqual(["start", "end"]); // already there when the up returns
     expect((await probeState()).outputs.stdout).toBe("finished");
+  });
+
+  it("dials with Go's default TCP keep-alive (first probe after 15 s idle), seen from the host with ss", async () => {
+    // sshd runs on this machine, so the command can look at the provider's end of its own connection.
+    spec = { ...spec, create: `ss -tnoH state established '( dport = :${port} )'` };
+    const out = String((await stack.up()).outputs.stdout.value);
+    const timers = [...out.matchAll(/timer:\(keepalive,(\d+)(ms|sec)/g)].map((m) => Number(m[1]) * (m[2] === "ms" ? 0.001 : 1));
+    expect(timers.length).toBeGreaterThan(0);
+    for (const t of timers) expect(t).toBeLessThanOrEqual(15);
+  });
+
+  it("connects through connection.proxy (a jump host: here the same sshd)", async () => {
+    spec = { ...spec, viaProxy: true, create: `echo proxied >> ${marker}; echo "from:\${SSH_CLIENT%% *}"` };
+    const res = await stack.up();
+    expect(res.outputs.stdout.value).toBe("from:127.0.0.1");
+    expect(reveal((await probeState()).inputs.connection)).toMatchObject({ proxy: { user: "root", perDialTimeout: 15 } });
+    expect(runs().at(-1)).toBe("proxied");
+    spec = { ...spec, viaProxy: false };
   });
 
   it("logs an output line of 65535 bytes, and of any length with logging: none", async () => {
