@@ -247,9 +247,9 @@ func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*p
 		outs, err := marshal(withOutputs(inputs, unknown(), unknown()), "create.preview")
 		return &pulumirpc.CreateResponse{Properties: outs}, err
 	}
-	stdout, stderr, err := "", "", error(nil)
-	if cmd, ok := inputs["create"]; ok && plain(cmd).IsString() {
-		stdout, stderr, err = p.runPhase(ctx, req.GetUrn(), req.GetTimeout(), inputs, plain(cmd).StringValue(), nil)
+	var stdout, stderr string
+	if cmd := getOptString(inputs, "create"); cmd != nil {
+		stdout, stderr, err = p.runPhase(ctx, req.GetUrn(), req.GetTimeout(), inputs, *cmd, nil)
 		if err != nil {
 			return nil, err
 		}
