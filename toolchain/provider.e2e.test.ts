@@ -23,6 +23,7 @@ const external = !!process.env.NIXFLEET_COMMAND_PROVIDER; // the real provider: 
 interface Spec {
   create: string;
   update?: string;
+  delete?: string;
   triggers?: string[];
   hostKey?: string;
   stdin?: string;
@@ -152,7 +153,7 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
         },
         create: spec.create,
         update: spec.update,
-        delete: `echo delete >> ${marker}`,
+        delete: spec.delete ?? `echo delete >> ${marker}`,
         triggers: spec.triggers,
         stdin: spec.stdin,
         environment: spec.environment,
@@ -325,6 +326,17 @@ describe.skipIf(!canRun)("toolchain: real engine + command provider over real ss
     const timers = [...out.matchAll(/timer:\(keepalive,(\d+)(ms|sec)/g)].map((m) => Number(m[1]) * (m[2] === "ms" ? 0.001 : 1));
     expect(timers.length).toBeGreaterThan(0);
     for (const t of timers) expect(t).toBeLessThanOrEqual(15);
+  });
+
+  it("keeps each command's connection open until the provider exits (seen by the next command of the same up)", async () => {
+    const count = path.join(tmp, "open-connections");
+    // Up 1 stores a delete command that counts the provider's established connections to sshd; up 2 replaces the
+    // resource: create of the new one, then that delete of the old one, in the same provider process.
+    spec = { ...spec, delete: `ss -tnH state established '( dport = :${port} )' | wc -l > ${count}`, create: "echo a" };
+    await stack.up();
+    spec = { ...spec, delete: undefined, triggers: ["open-connections"], create: "echo b" };
+    expect((await stack.up()).summary.resourceChanges).toMatchObject({ replace: 1 });
+    expect(fs.readFileSync(count, "utf8").trim()).toBe("2"); // the create's connection, still open, and its own
   });
 
   it("connects through connection.proxy (a jump host: here the same sshd)", async () => {
