@@ -9,6 +9,10 @@
 #   ${NIXFLEET_TOOLCHAIN_DIR:-$HOME/.cache/nixfleet/toolchain/pulumi-v<X>_command-v<Y>}/bin
 # and rebuilt only when a version or the provider source changes. Needs Go (>= 1.25) and a Go module proxy.
 #
+# NIXFLEET_COMMAND_PROVIDER=<path to a pulumi-resource-command binary> uses that binary instead of the stand-in
+# (e.g. the real provider built from upstream source for a manual comparison run; never in CI). It gets its own
+# cache dir (suffix _external) so the stand-in's cache is left alone.
+#
 # Callers must also set, for a fully offline engine:
 #   PULUMI_BACKEND_URL=file://<state dir>  PULUMI_CONFIG_PASSPHRASE=<anything>
 #   PULUMI_SKIP_UPDATE_CHECK=true          PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
@@ -37,7 +41,12 @@ command_version="$(dep_version @pulumi/command)"
 grep -q "pluginVersion = \"$command_version\"" "$here/provider/provider.go" ||
 	die "toolchain/provider/provider.go pluginVersion does not match @pulumi/command $command_version"
 
-cache="${NIXFLEET_TOOLCHAIN_DIR:-$HOME/.cache/nixfleet/toolchain/pulumi-v${pulumi_version}_command-v${command_version}}"
+external="${NIXFLEET_COMMAND_PROVIDER:-}"
+if [[ -n "$external" ]]; then
+	[[ -x "$external" ]] || die "NIXFLEET_COMMAND_PROVIDER=$external is not an executable file"
+	external="$(realpath "$external")"
+fi
+cache="${NIXFLEET_TOOLCHAIN_DIR:-$HOME/.cache/nixfleet/toolchain/pulumi-v${pulumi_version}_command-v${command_version}${external:+_external}}"
 bin="$cache/bin"
 mkdir -p "$bin"
 
@@ -94,9 +103,16 @@ else
 	log "built pulumi v$pulumi_version in $((SECONDS - start)) s ($(du -h "$bin/pulumi" | cut -f1))"
 fi
 
-# ---- stand-in command provider ------------------------------------------------------------------------------
-prov_stamp="command v$command_version $(provider_hash)"
-if [[ -x "$bin/pulumi-resource-command" && "$(cat "$bin/.provider.stamp" 2>/dev/null)" == "$prov_stamp" ]]; then
+# ---- command provider: the stand-in, or NIXFLEET_COMMAND_PROVIDER ------------------------------------------
+if [[ -n "$external" ]]; then
+	prov_stamp="command v$command_version external $external $(sha256sum "$external" | cut -d' ' -f1)"
+	if [[ "$(cat "$bin/.provider.stamp" 2>/dev/null)" != "$prov_stamp" ]]; then
+		log "using the command provider $external instead of the stand-in (NIXFLEET_COMMAND_PROVIDER)"
+		ln -sfn "$external" "$bin/pulumi-resource-command"
+		printf '%s\n' "$prov_stamp" >"$bin/.provider.stamp"
+	fi
+elif prov_stamp="command v$command_version $(provider_hash)" &&
+	[[ -x "$bin/pulumi-resource-command" && "$(cat "$bin/.provider.stamp" 2>/dev/null)" == "$prov_stamp" ]]; then
 	: # cached
 else
 	[[ -x "$go_bin" ]] || die "no Go toolchain found (need go >= 1.25 to build the command provider)"

@@ -2,8 +2,12 @@
 // command provider (github.com/pulumi/pulumi-command, v1.2.1). It is written
 // from scratch for nixfleet's offline toolchain because the Go module proxy
 // available here refuses every version of the real provider's module (see
-// toolchain/README.md). It implements only `command:remote:Command`, with the
-// semantics nixfleet relies on; everything else answers "unimplemented".
+// toolchain/README.md). It implements only `command:remote:Command`, and
+// reproduces the real v1.2.1's behaviour as read from its source (nothing
+// copied) and checked against a build of it: dial retries, Check defaults,
+// host keys, agents, env requests, logging, errors, cancellation. Where the
+// real provider would hang for ever, the stand-in fails loudly and says so.
+// Everything else answers "unimplemented".
 //
 // Plugin protocol (as spoken by the Pulumi engine): the engine starts the
 // binary with the engine's gRPC address as the only positional argument; the

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"sort"
+	"time"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/resource/plugin"
@@ -34,7 +34,7 @@ type provider struct {
 
 	engine pulumirpc.EngineClient // nil when started without an engine (tests)
 
-	// base is cancelled by the Cancel RPC or on SIGINT; every running command is tied to it.
+	// base is cancelled by the Cancel RPC or on SIGINT; it ends dial retries (never a running command).
 	base   context.Context
 	cancel context.CancelFunc
 }
@@ -46,9 +46,16 @@ func newProvider(engine pulumirpc.EngineClient) *provider {
 
 func (p *provider) cancelAll() { p.cancel() }
 
-// opContext returns a context that ends when either the RPC or the provider as a whole is cancelled.
-func (p *provider) opContext(rpc context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(rpc)
+// opContext returns a context that ends when the RPC ends, the provider is cancelled or the timeout passes. Like the
+// real provider's, it only ends dial retries: a command that is running is never stopped by it.
+func (p *provider) opContext(rpc context.Context, timeout float64) (context.Context, context.CancelFunc) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(rpc, time.Duration(timeout*float64(time.Second)))
+	} else {
+		ctx, cancel = context.WithCancel(rpc)
+	}
 	stop := context.AfterFunc(p.base, cancel)
 	return ctx, func() { stop(); cancel() }
 }
@@ -129,7 +136,15 @@ func (p *provider) Check(_ context.Context, req *pulumirpc.CheckRequest) (*pulum
 	for _, f := range validateInputs(news) {
 		failures = append(failures, &pulumirpc.CheckFailure{Property: f[0], Reason: f[1]})
 	}
-	return &pulumirpc.CheckResponse{Inputs: req.GetNews(), Failures: failures}, nil
+	if len(failures) > 0 {
+		return &pulumirpc.CheckResponse{Inputs: req.GetNews(), Failures: failures}, nil
+	}
+	// Like the real provider's Check: connection defaults become part of the inputs (and so of the state).
+	inputs, err := marshal(withConnectionDefaults(news), "check.inputs")
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.CheckResponse{Inputs: inputs}, nil
 }
 
 func (p *provider) Diff(_ context.Context, req *pulumirpc.DiffRequest) (*pulumirpc.DiffResponse, error) {
@@ -232,9 +247,12 @@ func (p *provider) Create(ctx context.Context, req *pulumirpc.CreateRequest) (*p
 		outs, err := marshal(withOutputs(inputs, unknown(), unknown()), "create.preview")
 		return &pulumirpc.CreateResponse{Properties: outs}, err
 	}
-	stdout, stderr, err := p.runPhase(ctx, req.GetUrn(), inputs, getString(inputs, "create"), nil)
-	if err != nil {
-		return nil, err
+	var stdout, stderr string
+	if cmd := getOptString(inputs, "create"); cmd != nil {
+		stdout, stderr, err = p.runPhase(ctx, req.GetUrn(), req.GetTimeout(), inputs, *cmd, nil)
+		if err != nil {
+			return nil, err
+		}
 	}
 	outs, err := marshal(withOutputs(inputs, resource.NewStringProperty(stdout), resource.NewStringProperty(stderr)),
 		"create.outputs")
@@ -265,13 +283,17 @@ func (p *provider) Update(ctx context.Context, req *pulumirpc.UpdateRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	cmd := getString(news, "update")
-	if cmd == "" {
-		cmd = getString(news, "create")
+	// Without an update or create command the previous outputs stay, as in the real provider.
+	stdout, stderr := getString(olds, "stdout"), getString(olds, "stderr")
+	cmd := getOptString(news, "update")
+	if cmd == nil {
+		cmd = getOptString(news, "create")
 	}
-	stdout, stderr, err := p.runPhase(ctx, req.GetUrn(), news, cmd, olds)
-	if err != nil {
-		return nil, err
+	if cmd != nil {
+		stdout, stderr, err = p.runPhase(ctx, req.GetUrn(), req.GetTimeout(), news, *cmd, olds)
+		if err != nil {
+			return nil, err
+		}
 	}
 	outs, err := marshal(withOutputs(news, resource.NewStringProperty(stdout), resource.NewStringProperty(stderr)),
 		"update.outputs")
@@ -289,8 +311,8 @@ func (p *provider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*e
 	if err != nil {
 		return nil, err
 	}
-	if cmd := getString(state, "delete"); cmd != "" {
-		if _, _, err := p.runPhase(ctx, req.GetUrn(), state, cmd, state); err != nil {
+	if cmd := getOptString(state, "delete"); cmd != nil {
+		if _, _, err := p.runPhase(ctx, req.GetUrn(), req.GetTimeout(), state, *cmd, state); err != nil {
 			return nil, err
 		}
 	}
@@ -299,12 +321,10 @@ func (p *provider) Delete(ctx context.Context, req *pulumirpc.DeleteRequest) (*e
 
 // runPhase runs one lifecycle command (create, update or delete) with the given inputs. prev holds the previous
 // state, whose stdout/stderr are offered as PULUMI_COMMAND_STDOUT/STDERR when addPreviousOutputInEnv allows.
-func (p *provider) runPhase(rpc context.Context, urn string, inputs resource.PropertyMap, cmd string,
+// timeout (customTimeouts, seconds, 0: none) ends the dial retries only, as in the real provider.
+func (p *provider) runPhase(rpc context.Context, urn string, timeout float64, inputs resource.PropertyMap, cmd string,
 	prev resource.PropertyMap,
 ) (string, string, error) {
-	if cmd == "" {
-		return "", "", nil
-	}
 	conn, err := parseConnection(inputs)
 	if err != nil {
 		return "", "", err
@@ -316,17 +336,14 @@ func (p *provider) runPhase(rpc context.Context, urn string, inputs resource.Pro
 		logging: getString(inputs, "logging"),
 		urn:     urn,
 	}
-	if v, ok := inputs["stdin"]; ok && v.IsString() {
-		s := v.StringValue()
-		spec.stdin = &s
-	}
+	spec.stdin = getString(inputs, "stdin")
 	if prev != nil && getBool(inputs, "addPreviousOutputInEnv", true) {
 		spec.prevEnv = map[string]string{
 			"PULUMI_COMMAND_STDOUT": getString(prev, "stdout"),
 			"PULUMI_COMMAND_STDERR": getString(prev, "stderr"),
 		}
 	}
-	ctx, cancel := p.opContext(rpc)
+	ctx, cancel := p.opContext(rpc, timeout)
 	defer cancel()
 	return p.runRemote(ctx, spec)
 }
@@ -338,5 +355,5 @@ func newID(urn string) string {
 	}
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	return fmt.Sprintf("%s-%s", name, hex.EncodeToString(b))
+	return name + hex.EncodeToString(b) // "<name><8 hex>", like the real provider's resource.NewUniqueHex(name, 8, 0)
 }
