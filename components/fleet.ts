@@ -69,6 +69,7 @@ export class Fleet extends pulumi.ComponentResource {
       for (const line of failureSummary(statuses)) void pulumi.log.error(line, this);
       return statuses;
     });
-    this.registerOutputs({ status: this.status });
+    // Nothing in the component's own state: the status is the stack output already (state stays small).
+    this.registerOutputs({});
   }
 }

@@ -57,6 +57,8 @@ export interface HostStatus {
   /** The command that failed. */
   readonly step?: "deploy" | "confirm";
   readonly message?: string;
+  /** For a skipped host: the wave whose failure stopped the rollout. */
+  readonly stoppedWave?: number;
   readonly rollout?: string;
   readonly action?: "armed" | "unchanged";
   /** The store path deploy built and kept (GC-rooted) and the host now runs. */
@@ -157,13 +159,16 @@ export class Host extends pulumi.ComponentResource {
         if (deployed === undefined) {
           const stopped = before.filter((b) => b.result !== "success");
           if (stopped.length > 0) {
+            const wave = Math.min(...stopped.map((b) => (b.result === "failed" ? b.wave : (b.stoppedWave ?? b.wave))));
             // Not touched: keep what the last run knew, including a pending retry.
             return {
               ...(prev ?? { ...base, retryNeeded: false }),
               role: host.role,
               wave: host.push.wave,
               result: "skipped",
-              message: `not started: wave ${stopped[0].wave} stopped before this host's wave ${host.push.wave}`,
+              step: undefined,
+              stoppedWave: wave,
+              message: `not started: wave ${wave} stopped before this host's wave ${host.push.wave}`,
             };
           }
           return { ...base, retryNeeded: false, result: "failed", step: "deploy", message: `${name}-deploy failed; its error above says why (also in ${host.stateDir}/status.json on the host)` };
@@ -182,6 +187,7 @@ export class Host extends pulumi.ComponentResource {
         }
         return { ...base, ...facts, ...parseConfirm(confirmed), result: "success", retryNeeded: false };
       });
-    this.registerOutputs({ status: this.status });
+    // Nothing in the component's own state: the status is the stack output already (state stays small).
+    this.registerOutputs({});
   }
 }
