@@ -76,6 +76,12 @@ export const SELF_UNIT = "auto-upgrade.service";
 // `pulumi config set --path k true` stores a YAML boolean; a quoted "true" is a mistake worth naming.
 const bool = () => z.boolean({ error: "must be true or false (a boolean, not a string)" });
 
+/** A whole number in [lo, hi], with one message for every way it can be wrong. */
+const intIn = (lo: number, hi: number, what: string) => {
+  const error = `must be a whole number${what} from ${lo} to ${hi}`;
+  return z.number({ error }).refine((n) => Number.isInteger(n) && n >= lo && n <= hi, { error });
+};
+
 const unitName = z.string().refine((s) => s.length <= 255 && UNIT_NAME.test(s), {
   error: (iss) =>
     `${show(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (not "-" first; one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
@@ -121,7 +127,7 @@ export const settingsShape = {
   /** systemd units that must start and not be failed after activation. */
   healthUnits: unitList.optional(),
   /** Seconds for the whole health gate. */
-  healthTimeout: z.number({ error: "must be a whole number of seconds from 1 to 3600" }).int().min(1).max(3600).optional(),
+  healthTimeout: intIn(1, 3600, " of seconds").optional(),
   /** systemd units started when a timer run fails or rolls back (e.g. a mail or ntfy unit). */
   onFailure: unitList.optional(),
 };
@@ -132,9 +138,9 @@ export const settingsShape = {
  */
 export const pushShape = {
   /** Seconds the activator waits for the deployer's confirmation before rolling back. Defaults to 30. */
-  confirmTimeout: z.number({ error: "must be a whole number of seconds from 5 to 3600" }).int().min(5).max(3600).optional(),
+  confirmTimeout: intIn(5, 3600, " of seconds").optional(),
   /** Rollout wave: wave k+1 starts only after every host of wave k confirmed. Defaults to 0. */
-  wave: z.number({ error: "must be a whole number from 0 to 1000" }).int().min(0).max(1000).optional(),
+  wave: intIn(0, 1000, "").optional(),
 };
 
 const settings = z.strictObject(settingsShape);
@@ -171,7 +177,7 @@ const host = z.strictObject({
 });
 export type HostConfig = z.infer<typeof host>;
 
-const seconds = z.number({ error: "must be a whole number of seconds from 1 to 86400" }).int().min(1).max(86_400);
+const seconds = intIn(1, 86_400, " of seconds");
 
 /**
  * Bounds of the remote phases (docs/rollout-v2.md §3): the script runs each under `timeout`; the
@@ -193,11 +199,6 @@ const fleetObject = z.strictObject({
 });
 
 export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
-  for (const key of Object.keys(cfg.roles ?? {})) {
-    if (!(ROLES as readonly string[]).includes(key)) {
-      ctx.addIssue({ code: "custom", path: ["roles"], message: `${show(key)} is not a role; allowed: ${ROLES.join(", ")}` });
-    }
-  }
   const names = new Map<string, number>();
   const endpoints = new Map<string, number>();
   cfg.hosts.forEach((h, i) => {
@@ -214,7 +215,9 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
     }
     endpoints.set(endpoint, i);
     const state = h.stateDir ?? "/var/lib/auto-upgrade";
-    if (inside(state, h.configPath) || inside(h.configPath, state)) {
+    // Only between two otherwise valid paths: "/" is already refused on its own.
+    const bothValid = stateDirProblem(state) === undefined && h.configPath !== "/";
+    if (bothValid && (inside(state, h.configPath) || inside(h.configPath, state))) {
       ctx.addIssue({ code: "custom", path: ["hosts", i, "stateDir"], message: `${show(state)} overlaps configPath ${show(h.configPath)}; allowed: a directory outside the checkout that does not contain it` });
     }
   });
@@ -241,9 +244,23 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
 
 /** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
 export function parseFleetConfig(raw: unknown): FleetConfig {
+  const roleIssues = unknownRoles(raw);
   const result = fleetConfigSchema.safeParse(raw, { reportInput: true });
-  if (result.success) return result.data;
-  throw new ConfigError(boundIssues(result.error.issues.map((iss) => issueLine(iss))));
+  if (result.success && roleIssues.length === 0) return result.data;
+  const issues = result.success ? [] : result.error.issues.map((iss) => issueLine(iss));
+  throw new ConfigError(boundIssues([...roleIssues, ...issues]));
+}
+
+/**
+ * Every key of `roles` must be a role. Checked on the raw value: a parsed record silently loses a
+ * `__proto__` key (assigning it sets the prototype), so zod's output cannot show it.
+ */
+function unknownRoles(raw: unknown): string[] {
+  const roles = (raw as { roles?: unknown } | null)?.roles;
+  if (roles === null || typeof roles !== "object" || Array.isArray(roles)) return [];
+  return Object.keys(roles)
+    .filter((k) => !(ROLES as readonly string[]).includes(k))
+    .map((k) => `${configKeyPath(["roles", k])}: ${show(k)} is not a role; allowed: ${ROLES.join(", ")}`);
 }
 
 /** At most 20 lines of at most 400 characters: an error about huge input stays readable. */
