@@ -72,8 +72,8 @@ const TOKEN = /^[0-9a-f]{16}(-r[0-9]{1,6})?$/;
 const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+$/;
 
 /** The deploy's JSON line, or why it is not one (the last non-empty stdout line is the result). */
-export function parseDeployOutput(stdout: string): DeployResult | string {
-  const line = stdout.trim().split("\n").pop() ?? "";
+export function parseDeployOutput(stdout: string | undefined): DeployResult | string {
+  const line = (stdout ?? "").trim().split("\n").pop() ?? "";
   let v: Record<string, unknown>;
   try {
     v = JSON.parse(line) as Record<string, unknown>;
@@ -91,7 +91,7 @@ export function parseDeployOutput(stdout: string): DeployResult | string {
  * because it runs as root) confirms rollout `token` and waits for the activator to finish.
  * A deploy output that is not a result line becomes a command that fails saying so.
  */
-export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha: string, deployStdout: string): string {
+export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha: string, deployStdout: string | undefined): string {
   const parsed = parseDeployOutput(deployStdout);
   if (typeof parsed === "string") return `echo ${q(`nixfleet: ${host.name}: ${parsed}; nothing to confirm`)} >&2; exit 3`;
   const script = `${host.configPath}/${SCRIPT_FILE}`;
@@ -112,6 +112,6 @@ export function hostCommands(host: ResolvedHost, timeouts: Timeouts, retry = 0) 
     /** The rollout token the script derives from this bundle and retry. */
     token: rolloutToken(bundle, retry),
     deploy: deployCommand(host, timeouts, retry),
-    confirm: (deployStdout: string) => confirmCommand(host, timeouts, scriptSha, deployStdout),
+    confirm: (deployStdout: string | undefined) => confirmCommand(host, timeouts, scriptSha, deployStdout),
   };
 }
