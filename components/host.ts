@@ -22,6 +22,9 @@ import type { ResolvedHost, Timeouts } from "../config/resolve";
 import { sha256 } from "../render/bundle";
 import { shellQuote } from "../render/shell";
 import { hostCommands, parseDeployOutput } from "./remote";
+
+// The commands of one host, for tools that replay them over plain ssh (scripts/bench-fleet.ts).
+export { hostCommands } from "./remote";
 import { TYPES } from "./tokens";
 
 /**
