@@ -18,32 +18,45 @@ export function asRoot(user: string, command: string): string {
 }
 
 /**
- * The script's settings (§3), as the module writes them into the service from the same stack config.
- * `AUTO_UPGRADE_ROOT` is left out on purpose: it is empty on real hosts and the simulation sets it.
- * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
+ * The settings the module writes into `auto-upgrade.service` from the same rendered files (§3, §6):
+ * push mode checks these against the validated system, so they must match it exactly.
  */
-export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {
+export function moduleEnv(host: ResolvedHost): Record<string, string> {
   const s = host.settings;
   return {
     AUTO_UPGRADE_BRANCH: s.branch,
     AUTO_UPGRADE_COMMIT: String(s.hostCanCommitConfig),
-    AUTO_UPGRADE_COMMIT_TIMEOUT: String(timeouts.commit),
     AUTO_UPGRADE_CONFIG_PATH: host.configPath,
-    AUTO_UPGRADE_CONFIRM_TIMEOUT: String(host.push.confirmTimeout),
     AUTO_UPGRADE_FLAKE_HOST: host.name,
     AUTO_UPGRADE_HEALTH_CHECK: String(s.healthCheck),
     AUTO_UPGRADE_HEALTH_TIMEOUT: String(s.healthTimeout),
     AUTO_UPGRADE_HEALTH_UNITS: s.healthUnits.join(" "),
     AUTO_UPGRADE_HOOKS: s.preUpdateHooks.join(" "),
-    AUTO_UPGRADE_HOOKS_TIMEOUT: String(timeouts.hooks),
-    AUTO_UPGRADE_LEASE_WAIT: String(timeouts.lease),
     AUTO_UPGRADE_REMOTE: s.remote,
     AUTO_UPGRADE_REQUIRED_HOOKS: s.requiredHooks.join(" "),
     AUTO_UPGRADE_STATE_DIR: host.stateDir,
-    AUTO_UPGRADE_SWITCH_TIMEOUT: String(timeouts.switch),
     // Empty: the script takes the owner of the checkout.
     AUTO_UPGRADE_USER: host.configOwner ?? "",
     AUTO_UPGRADE_VALIDATE: String(s.preUpdateValidation),
+  };
+}
+
+/**
+ * Everything push mode hands the script: the module's settings plus the deployer's own (phase bounds
+ * from `nixfleet:timeouts`, the confirmation window, the lease wait). These are not module options:
+ * if the module also writes them into the service, the script must not compare them (they come
+ * from stack config, which the rendered Nix does not carry).
+ * `AUTO_UPGRADE_ROOT` is left out on purpose: it is empty on real hosts and the simulation sets it.
+ * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
+ */
+export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {
+  return {
+    ...moduleEnv(host),
+    AUTO_UPGRADE_COMMIT_TIMEOUT: String(timeouts.commit),
+    AUTO_UPGRADE_CONFIRM_TIMEOUT: String(host.push.confirmTimeout),
+    AUTO_UPGRADE_HOOKS_TIMEOUT: String(timeouts.hooks),
+    AUTO_UPGRADE_LEASE_WAIT: String(timeouts.lease),
+    AUTO_UPGRADE_SWITCH_TIMEOUT: String(timeouts.switch),
     AUTO_UPGRADE_VALIDATE_TIMEOUT: String(timeouts.validate),
     ...(retry > 0 ? { AUTO_UPGRADE_RETRY: String(retry) } : {}),
   };
