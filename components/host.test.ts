@@ -193,12 +193,14 @@ describe("outputs survive failure", () => {
   it("a failed deploy in wave 1: the others keep their facts, later waves are skipped, the log names the host and the wave", async () => {
     const errors: string[] = [];
     vi.spyOn(pulumi.log, "error").mockImplementation(async (m: string) => void errors.push(m));
-    const previous = { pi: { role: "pi", wave: 2, result: "success", validatedPath: "/nix/store/old", bundle: "x", retry: 0, retryNeeded: false } };
+    const previous: Record<string, unknown> = { pi: { role: "pi", wave: 2, result: "success", validatedPath: "/nix/store/old", bundle: "x", retry: 0, retryNeeded: false } };
+    previous.griefling = { role: "server", wave: 1, result: "success", goldenPath: "/nix/store/golden", bundle: "y", retry: 0, retryNeeded: false };
     const { outputs } = await run(fleetProgram, { failing: ["fleet-griefling-deploy"], skipped: ["pi"], previous });
     expect(outputs.hosts.malphas).toMatchObject({ result: "success", validatedPath: STORE });
     expect(outputs.hosts.lilith).toMatchObject({ result: "success", validatedPath: STORE });
     expect(outputs.hosts.griefling).toMatchObject({ result: "failed", step: "deploy", message: expect.stringContaining("fleet-griefling-deploy failed") });
     expect(outputs.hosts.griefling.validatedPath).toBeUndefined();
+    expect(outputs.hosts.griefling.goldenPath).toBe("/nix/store/golden");
     // The skipped host keeps what the last run knew.
     expect(outputs.hosts.pi).toMatchObject({ result: "skipped", stoppedWave: 1, validatedPath: "/nix/store/old", message: "not started: wave 1 stopped before this host's wave 2" });
     expect(errors).toEqual([expect.stringMatching(/^host griefling \(wave 1\) failed at deploy: /), "wave 1 stopped: griefling failed; later waves not started: pi"]);

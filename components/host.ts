@@ -159,6 +159,8 @@ export class Host extends pulumi.ComponentResource {
       .all([settled(this.deploy.stdout), settled(this.confirm.stdout), previous, retry, bundleId, upstream])
       .apply(([deployed, confirmed, prev, r, bundle, before]): HostStatus => {
         const base = { role: host.role, wave: host.push.wave, bundle, retry: r };
+        // After a failure the host runs the system it had (rolled back): its last golden one.
+        const lastGolden = prev?.goldenPath === undefined ? {} : { goldenPath: prev.goldenPath };
         if (deployed === undefined) {
           const stopped = before.filter((b) => b.result !== "success");
           if (stopped.length > 0) {
@@ -174,13 +176,14 @@ export class Host extends pulumi.ComponentResource {
               message: `not started: wave ${wave} stopped before this host's wave ${host.push.wave}`,
             };
           }
-          return { ...base, retryNeeded: false, result: "failed", step: "deploy", message: `${name}-deploy failed; its error above says why (also in ${host.stateDir}/status.json on the host)` };
+          return { ...base, ...lastGolden, retryNeeded: false, result: "failed", step: "deploy", message: `${name}-deploy failed; its error above says why (also in ${host.stateDir}/status.json on the host)` };
         }
         const d = parseDeployOutput(deployed);
         const facts = typeof d === "string" ? {} : { rollout: d.rollout, action: d.action, validatedPath: d.validatedPath, needsReboot: d.needsReboot };
         if (confirmed === undefined) {
           return {
             ...base,
+            ...lastGolden,
             ...facts,
             result: "failed",
             step: "confirm",
