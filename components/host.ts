@@ -1,59 +1,124 @@
 /**
- * `nixfleet:index:Host`: one machine's push-mode upgrade as a chain of remote commands.
+ * `nixfleet:index:Host`: one machine's push rollout as exactly two remote commands
+ * (docs/rollout-v2.md §1):
  *
- *   check files → copy (one per rendered file) → hooks → validate → switch → commit-back
+ *   <name>-deploy   stdin = the bundle; lease, files, hooks, validate, activate, health gate;
+ *                   prints {"rollout":T,"validatedPath":P,"action":…,"needsReboot":B}
+ *   <name>-confirm  a NEW connection: confirms T, waits for profile + boot entry + commit-back
  *
- * Each step depends on the one before, so a failed step stops this host only. Steps that
- * must re-run when the rendered files change carry their hash in `triggers` (a trigger change
- * replaces the command, which runs it again); switch runs when the validated path changes;
- * an unchanged host runs nothing on `pulumi up`.
+ * A changed bundle or setting changes deploy's stdin or command text: an update, never a replacement.
+ * Only confirm has `triggers` ([deploy.stdout]), so it runs again for every new rollout.
+ *
+ * Healing: if the host rolled back after deploy succeeded (no confirmation arrived), confirm fails,
+ * but deploy's inputs are unchanged, so the engine would never run it again. The Host therefore
+ * reads its own entry of the stack's last outputs (`previous`): when that says confirm failed, the
+ * retry number goes up by one, which changes deploy's command (`AUTO_UPGRADE_RETRY`) and with it
+ * the rollout token (`<T>-r<N>`), so the next plain `pulumi up` deploys again. A successful or
+ * unchanged host keeps its number: a no-op `up` runs nothing.
  */
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { ResolvedHost, Timeouts } from "../config/resolve";
-import { renderHost, SCRIPT_FILE } from "../render/files";
+import { sha256 } from "../render/bundle";
 import { shellQuote } from "../render/shell";
-import { checkFilesCommand, putFileCommand, sha256, stepCommand, type Step } from "./remote";
+import { hostCommands, parseDeployOutput } from "./remote";
+
+// The commands of one host, for tools that replay them over plain ssh (scripts/bench-fleet.ts).
+export { hostCommands } from "./remote";
 import { TYPES } from "./tokens";
+
+/**
+ * Connection bounds, chosen on purpose. perDialTimeout bounds one TCP connect; the provider retries a
+ * failed dial dialErrorLimit times with a back-off of min(0.1 s × 1.5^k, 5 s). Worst case for a host
+ * that does not accept TCP: 4 × 10 s + 0.5 s ≈ 41 s (real defaults 11 × 15 s + ~12 s ≈ 3 min). Three
+ * retries still ride out an sshd restart during activation; a wrong host key (retried too by the real
+ * provider) fails in about 1 s instead of 17 s. A host that accepts TCP but never speaks SSH is NOT
+ * bounded by these (the provider does not time out the handshake): see the README's worst cases.
+ */
+export const DIAL_ERROR_LIMIT = 3;
+export const PER_DIAL_TIMEOUT = 10;
 
 export interface HostArgs {
   /** The host with its resolved settings (from `resolveFleet`). */
   readonly host: ResolvedHost;
   /** The SSH private key (OpenSSH format); pass it as a secret. */
   readonly privateKey: pulumi.Input<string>;
-  /** Seconds each remote step may run before `timeout` stops it. */
+  /** Bounds of the remote phases (`nixfleet:timeouts`). */
   readonly timeouts: Timeouts;
+  /** Hosts of the previous wave: this host's deploy starts after all of them confirmed. Defaults to none. */
+  readonly after?: readonly Host[];
+  /** This host's status from the stack's last outputs, for retries and skipped hosts. Defaults to none (no healing). */
+  readonly previous?: pulumi.Input<HostStatus | undefined>;
 }
 
-/** What one host reports after `pulumi up`; never secrets. */
+/** What one host reports after `pulumi up`, also when it failed; never secrets. */
 export interface HostStatus {
   readonly role: string;
-  /** The store path `nh os build` produced and kept as a GC root. */
-  readonly validatedPath: string;
-  /** The system the host switched to; equals validatedPath. */
-  readonly switchedSystem: string;
-  /** sha256 of every rendered file, by path. */
-  readonly files: Record<string, string>;
-  /** Whether the host commits and pushes its config changes after switching. */
-  readonly commitBack: boolean;
-  /** Per step, the `=== … ===` lines the script logged (its journal lines, without tool output). */
-  readonly steps: Record<string, string[]>;
+  readonly wave: number;
+  /** success: confirmed, on the validated system. failed: see `step` and `message`. skipped: not touched this run (an earlier wave stopped); other fields are the last run's. */
+  readonly result: "success" | "failed" | "skipped";
+  /** The command that failed. */
+  readonly step?: "deploy" | "confirm";
+  readonly message?: string;
+  /** For a skipped host: the wave whose failure stopped the rollout. */
+  readonly stoppedWave?: number;
+  readonly rollout?: string;
+  readonly action?: "armed" | "unchanged";
+  /** The store path deploy built and kept (GC-rooted) and the host now runs. */
+  readonly validatedPath?: string;
+  /** The last system that passed the health gate and was confirmed (GC-rooted). */
+  readonly goldenPath?: string;
+  readonly needsReboot?: boolean;
+  readonly warnings?: string[];
+  /** First 16 hex of sha256 of the bundle this run pushed. */
+  readonly bundle: string;
+  /** The retry number deploy ran with. */
+  readonly retry: number;
+  /** Confirm failed after deploy succeeded: the next run deploys again with retry + 1. */
+  readonly retryNeeded: boolean;
 }
 
-/** The step summary lines of a script run's stderr. */
-const stepLines = (stderr: string) => stderr.split("\n").filter((l) => /^=== .* ===$/.test(l));
+/** The retry number this run uses, from the last run's status. */
+export const nextRetry = (prev: HostStatus | undefined) => (prev ? (prev.retry ?? 0) + (prev.retryNeeded ? 1 : 0) : 0);
 
-const slug = (path: string) => path.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+/**
+ * The value of `o` once its resource finished, or `undefined` when the resource failed or was skipped.
+ * Verified with the real engine (3.248, `--continue-on-error`): a failed or skipped resource's outputs
+ * are UNKNOWN, so `apply` never runs and anything built on them (the stack output) is dropped. The
+ * SDK-internal `promise()` (pinned @pulumi/pulumi 3.248.0) yields `undefined` for them instead.
+ * During preview, unknown means "not run yet" and stays unknown.
+ */
+export function settled<T>(o: pulumi.Output<T>): pulumi.Output<T | undefined> {
+  if (pulumi.runtime.isDryRun()) return o;
+  const promise = (o as unknown as { promise?: () => Promise<T> }).promise;
+  if (typeof promise !== "function") throw new Error("nixfleet: this @pulumi/pulumi has no Output.promise(); pin @pulumi/pulumi 3.248.0");
+  return pulumi.output(promise.call(o).catch(() => undefined)) as pulumi.Output<T | undefined>;
+}
+
+const cut = (s: string, n = 300) => (s.length > n ? `${s.slice(0, n)}…` : s);
+
+/** The confirm's stdout: status.json as one line. */
+function parseConfirm(stdout: string): Partial<HostStatus> {
+  try {
+    const s = JSON.parse(stdout.trim().split("\n").pop() ?? "") as Record<string, unknown>;
+    return {
+      goldenPath: typeof s.goldenPath === "string" ? s.goldenPath : undefined,
+      needsReboot: typeof s.needsReboot === "boolean" ? s.needsReboot : undefined,
+      warnings: Array.isArray(s.warnings) ? s.warnings.slice(0, 10).map((w) => cut(String(w))) : undefined,
+    };
+  } catch {
+    return { warnings: ["confirm printed no status line"] };
+  }
+}
 
 export class Host extends pulumi.ComponentResource {
-  public readonly validatedPath: pulumi.Output<string>;
-  public readonly switchedSystem: pulumi.Output<string>;
+  public readonly deploy: command.remote.Command;
+  public readonly confirm: command.remote.Command;
   public readonly status: pulumi.Output<HostStatus>;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
     super(TYPES.host, name, {}, opts);
     const { host, timeouts } = args;
-
     if (!host.hostKey) {
       pulumi.log.warn(
         `host ${host.name}: no hostKey pinned, so the SSH connection does not authenticate the host ` +
@@ -62,54 +127,73 @@ export class Host extends pulumi.ComponentResource {
         this,
       );
     }
-
     const connection: command.types.input.remote.ConnectionArgs = {
       host: host.address,
       port: host.port,
       user: host.user,
       privateKey: pulumi.secret(args.privateKey),
       hostKey: host.hostKey,
+      dialErrorLimit: DIAL_ERROR_LIMIT,
+      perDialTimeout: PER_DIAL_TIMEOUT,
     };
-    const run = (suffix: string, create: pulumi.Input<string>, deps: pulumi.Resource[], triggers?: pulumi.Input<unknown>[], stdin?: string) =>
-      new command.remote.Command(`${name}-${suffix}`, { connection, create, stdin, triggers, logging: "stdoutAndStderr" }, { parent: this, dependsOn: deps });
+    const previous = pulumi.output(args.previous);
+    const retry = previous.apply((p) => nextRetry(p));
+    const cmds = retry.apply((r) => hostCommands(host, timeouts, r));
+    const bundleId = cmds.apply((c) => sha256(c.bundle).slice(0, 16));
+    const common = { connection, logging: "stdoutAndStderr" as const, addPreviousOutputInEnv: false };
 
-    const files = renderHost(host);
-    const hashes = Object.fromEntries(files.map((f) => [f.path, sha256(f.content)]));
-    const filesHash = sha256(JSON.stringify(hashes));
-    const step = (which: Step, timeout: number, args: string[] = []) => stepCommand(host, which, timeout, hashes[SCRIPT_FILE], args);
+    this.deploy = new command.remote.Command(
+      `${name}-deploy`,
+      // The bundle as stdin: rendered files are text in it, so `preview --diff` shows the Nix lines.
+      { ...common, create: cmds.apply((c) => c.deploy), stdin: cmds.apply((c) => c.bundle) },
+      { parent: this, dependsOn: (args.after ?? []).map((h) => h.confirm) },
+    );
+    this.confirm = new command.remote.Command(
+      `${name}-confirm`,
+      { ...common, create: pulumi.all([cmds, this.deploy.stdout]).apply(([c, out]) => c.confirm(out)), triggers: [this.deploy.stdout] },
+      { parent: this, dependsOn: [this.deploy] },
+    );
 
-    // Every file is checked for host-side edits before any is written (the command text holds all hashes).
-    const check = run("check-files", checkFilesCommand(host, files, timeouts.copy), []);
-    // stdin is the file's text, so `pulumi preview --diff` shows the Nix diff per file.
-    // One after another: each stages its file, and concurrent `git add`s collide on the index lock.
-    const copies: command.remote.Command[] = [];
-    for (const f of files) {
-      copies.push(run(`file-${slug(f.path)}`, putFileCommand(host, f, timeouts.copy), [copies.at(-1) ?? check], undefined, f.content));
-    }
-    const hooks = run("hooks", step("hooks", timeouts.hooks), copies, [filesHash]);
-    const validate = run("validate", step("validate", timeouts.validate), [hooks], [filesHash]);
-    this.validatedPath = validate.stdout;
-    // The validated path is part of the command text: switch runs again exactly when it changes.
-    const switched = run("switch", validate.stdout.apply((p) => step("switch", timeouts.switch, [p])), [validate]);
-    this.switchedSystem = switched.stdout;
-
-    const steps: Record<string, command.remote.Command> = { hooks, validate, switch: switched };
-    if (host.settings.hostCanCommitConfig) {
-      // After every switch, and after new files even when they build to the same system.
-      // A push failure is only a warning (logged on the host), so this step fails only if the commit does.
-      steps.commit = run("commit", step("commit", timeouts.commit), [switched], [switched.stdout, filesHash]);
-    }
-
-    // Resolves once every step has run, so the status never reports a half-done host as done.
-    const logs = pulumi.all(Object.fromEntries(Object.entries(steps).map(([which, cmd]) => [which, cmd.stderr.apply(stepLines)])));
-    this.status = pulumi.all([validate.stdout, switched.stdout, logs]).apply(([validatedPath, switchedSystem, stepLog]) => ({
-      role: host.role,
-      validatedPath,
-      switchedSystem,
-      files: hashes,
-      commitBack: host.settings.hostCanCommitConfig,
-      steps: stepLog,
-    }));
-    this.registerOutputs({ validatedPath: this.validatedPath, switchedSystem: this.switchedSystem, status: this.status });
+    const upstream = pulumi.all((args.after ?? []).map((h) => h.status));
+    this.status = pulumi
+      .all([settled(this.deploy.stdout), settled(this.confirm.stdout), previous, retry, bundleId, upstream])
+      .apply(([deployed, confirmed, prev, r, bundle, before]): HostStatus => {
+        const base = { role: host.role, wave: host.push.wave, bundle, retry: r };
+        // After a failure the host runs the system it had (rolled back): its last golden one.
+        const lastGolden = prev?.goldenPath === undefined ? {} : { goldenPath: prev.goldenPath };
+        if (deployed === undefined) {
+          const stopped = before.filter((b) => b.result !== "success");
+          if (stopped.length > 0) {
+            const wave = Math.min(...stopped.map((b) => (b.result === "failed" ? b.wave : (b.stoppedWave ?? b.wave))));
+            // Not touched: keep what the last run knew, including a pending retry.
+            return {
+              ...(prev ?? { ...base, retryNeeded: false }),
+              role: host.role,
+              wave: host.push.wave,
+              result: "skipped",
+              step: undefined,
+              stoppedWave: wave,
+              message: `not started: wave ${wave} stopped before this host's wave ${host.push.wave}`,
+            };
+          }
+          return { ...base, ...lastGolden, retryNeeded: false, result: "failed", step: "deploy", message: `${name}-deploy failed; its error above says why (also in ${host.stateDir}/status.json on the host)` };
+        }
+        const d = parseDeployOutput(deployed);
+        const facts = typeof d === "string" ? {} : { rollout: d.rollout, action: d.action, validatedPath: d.validatedPath, needsReboot: d.needsReboot };
+        if (confirmed === undefined) {
+          return {
+            ...base,
+            ...lastGolden,
+            ...facts,
+            result: "failed",
+            step: "confirm",
+            retryNeeded: true,
+            message: `${name}-confirm failed: the host rolled back or commit-back failed; its error above says why (also in ${host.stateDir}/status.json). The next pulumi up deploys again (retry ${r + 1}).`,
+          };
+        }
+        return { ...base, ...facts, ...parseConfirm(confirmed), result: "success", retryNeeded: false };
+      });
+    // Nothing in the component's own state: the status is the stack output already (state stays small).
+    this.registerOutputs({});
   }
 }

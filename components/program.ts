@@ -6,11 +6,24 @@
 import * as pulumi from "@pulumi/pulumi";
 import { fleetFromConfigMap } from "../config/stack";
 import { Fleet } from "./fleet";
+import type { HostStatus } from "./host";
+
+/** The stack output every host's status is exported under; the next run reads it back. */
+export const HOSTS_OUTPUT = "hosts";
 
 export function fleetProgram() {
-  const fleet = new Fleet("fleet", {
-    fleet: fleetFromConfigMap(pulumi.runtime.allConfig()),
-    privateKey: new pulumi.Config("nixfleet").requireSecret("sshPrivateKey"),
+  const resolved = fleetFromConfigMap(pulumi.runtime.allConfig());
+  // This stack's own last outputs (empty on the first run): how a host whose confirm failed gets
+  // deployed again by a plain `up` (see Host). Verified with the real engine: a failed `up` still
+  // saves the outputs, and reading them back works in preview and up.
+  const self = new pulumi.StackReference("nixfleet-last-run", {
+    name: `${pulumi.getOrganization()}/${pulumi.getProject()}/${pulumi.getStack()}`,
   });
-  return { hosts: fleet.status };
+  const previous = self.getOutput(HOSTS_OUTPUT) as pulumi.Output<Record<string, HostStatus> | undefined>;
+  const fleet = new Fleet("fleet", {
+    fleet: resolved,
+    privateKey: new pulumi.Config("nixfleet").requireSecret("sshPrivateKey"),
+    previous,
+  });
+  return { [HOSTS_OUTPUT]: fleet.status };
 }

@@ -1,30 +1,36 @@
 /**
- * The shell text of every remote step. Pure functions, so tests read exactly what runs on a
- * host. Every value goes through `shellQuote`/`shellEnv`; the upgrade steps themselves live
- * in the shipped script (nix/modules/services/system/auto-upgrade.sh), shared with the timer.
+ * The shell text of a host's two remote commands (docs/rollout-v2.md §1). Pure functions, so tests
+ * read exactly what runs on a host. Every value goes through `shellQuote`/`shellEnv`; the upgrade
+ * itself lives in the shipped files (nix/push-bootstrap.sh, auto-upgrade.sh), shared with the timer.
  */
-import { createHash } from "node:crypto";
-import type { ResolvedHost } from "../config/resolve";
-import { SCRIPT_FILE, type RenderedFile } from "../render/files";
-import { shellEnv, shellQuote as q } from "../render/shell";
+import type { ResolvedHost, Timeouts } from "../config/resolve";
+import { DEFAULT_TIMEOUTS } from "../config/schema";
+import { renderBundle, rolloutToken, sha256 } from "../render/bundle";
+import { bootstrapText, renderHost, SCRIPT_FILE } from "../render/files";
+import { shellCommand, shellEnv, shellQuote as q } from "../render/shell";
 
-export type Step = "hooks" | "validate" | "switch" | "commit";
+/** Slack on top of the phase bounds: staging and checking files, the settings check, SSH set-up. */
+export const MARGIN_SECONDS = 60;
 
-export const sha256 = (text: string) => createHash("sha256").update(text, "utf8").digest("hex");
-
-/** Runs `script` as root: as is for root, through passwordless sudo otherwise (the provider has no PTY). */
-export function asRoot(user: string, script: string): string {
-  return user === "root" ? script : `sudo -n -- sh -c ${q(script)}`;
+/** Runs `command` as root: as is for root, through passwordless sudo otherwise (the provider has no PTY). */
+export function asRoot(user: string, command: string): string {
+  return user === "root" ? command : `sudo -n -- ${command}`;
 }
 
-/** The script's settings, as the NixOS module would set them (see docs/architecture.md). */
-export function scriptEnv(host: ResolvedHost): Record<string, string> {
+/**
+ * The settings the module writes into `auto-upgrade.service` from the same rendered files (§3, §6):
+ * push mode checks these against the validated system, so they must match it exactly.
+ */
+export function moduleEnv(host: ResolvedHost): Record<string, string> {
   const s = host.settings;
   return {
     AUTO_UPGRADE_BRANCH: s.branch,
     AUTO_UPGRADE_COMMIT: String(s.hostCanCommitConfig),
     AUTO_UPGRADE_CONFIG_PATH: host.configPath,
     AUTO_UPGRADE_FLAKE_HOST: host.name,
+    AUTO_UPGRADE_HEALTH_CHECK: String(s.healthCheck),
+    AUTO_UPGRADE_HEALTH_TIMEOUT: String(s.healthTimeout),
+    AUTO_UPGRADE_HEALTH_UNITS: s.healthUnits.join(" "),
     AUTO_UPGRADE_HOOKS: s.preUpdateHooks.join(" "),
     AUTO_UPGRADE_REMOTE: s.remote,
     AUTO_UPGRADE_REQUIRED_HOOKS: s.requiredHooks.join(" "),
@@ -36,90 +42,89 @@ export function scriptEnv(host: ResolvedHost): Record<string, string> {
 }
 
 /**
- * One step of the shipped script, under `timeout` because the provider ignores customTimeouts.
- * The script runs as root, so it must be the one nixfleet installed: its sha256 is checked first.
+ * Everything push mode hands the script: the module's settings plus the deployer's own (phase bounds
+ * from `nixfleet:timeouts`, the confirmation window, the lease wait). These are not module options:
+ * if the module also writes them into the service, the script must not compare them (they come
+ * from stack config, which the rendered Nix does not carry).
+ * `AUTO_UPGRADE_ROOT` is left out on purpose: it is empty on real hosts and the simulation sets it.
+ * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
  */
-export function stepCommand(host: ResolvedHost, step: Step, timeoutSeconds: number, scriptSha: string, args: string[] = []): string {
+export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {
+  return {
+    ...moduleEnv(host),
+    AUTO_UPGRADE_COMMIT_TIMEOUT: String(timeouts.commit),
+    AUTO_UPGRADE_CONFIRM_TIMEOUT: String(host.push.confirmTimeout),
+    AUTO_UPGRADE_HOOKS_TIMEOUT: String(timeouts.hooks),
+    AUTO_UPGRADE_LEASE_WAIT: String(timeouts.lease),
+    AUTO_UPGRADE_SWITCH_TIMEOUT: String(timeouts.switch),
+    AUTO_UPGRADE_VALIDATE_TIMEOUT: String(timeouts.validate),
+    ...(retry > 0 ? { AUTO_UPGRADE_RETRY: String(retry) } : {}),
+  };
+}
+
+/** Seconds `<host>-deploy` may run: lease + hooks + validate + activation + health gate + margin. */
+export const deployBound = (host: ResolvedHost, t: Timeouts) => t.lease + t.hooks + t.validate + t.switch + host.settings.healthTimeout + MARGIN_SECONDS;
+/** Seconds `<host>-confirm` may run: the confirmation window, profile + boot entry, commit-back, margin. */
+export const confirmBound = (host: ResolvedHost, t: Timeouts) => host.push.confirmTimeout + t.switch + t.commit + MARGIN_SECONDS;
+
+/** `<host>-deploy`: the bootstrap reads the bundle from stdin and runs the staged script's `push`. */
+export function deployCommand(host: ResolvedHost, timeouts: Timeouts, retry = 0): string {
+  const run = `timeout ${deployBound(host, timeouts)} env ${shellEnv(scriptEnv(host, timeouts, retry))} ${shellCommand("bash", "-c", bootstrapText(), "nixfleet-push")}`;
+  return asRoot(host.user, run);
+}
+
+/** What deploy prints on success: one JSON line (§1). */
+export interface DeployResult {
+  readonly rollout: string;
+  readonly validatedPath: string;
+  readonly action: "armed" | "unchanged";
+  readonly needsReboot: boolean;
+}
+
+const TOKEN = /^[0-9a-f]{16}(-r[0-9]{1,6})?$/;
+const STORE_PATH = /^\/nix\/store\/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+$/;
+
+/** The deploy's JSON line, or why it is not one (the last non-empty stdout line is the result). */
+export function parseDeployOutput(stdout: string | undefined): DeployResult | string {
+  const line = (stdout ?? "").trim().split("\n").pop() ?? "";
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return `deploy printed no result line (last stdout line: ${JSON.stringify(line.slice(0, 80))})`;
+  }
+  if (typeof v.rollout !== "string" || !TOKEN.test(v.rollout)) return "deploy's result has no valid rollout token";
+  if (typeof v.validatedPath !== "string" || !STORE_PATH.test(v.validatedPath)) return "deploy's result has no valid validatedPath";
+  if (v.action !== "armed" && v.action !== "unchanged") return "deploy's result has no valid action";
+  return { rollout: v.rollout, validatedPath: v.validatedPath, action: v.action, needsReboot: v.needsReboot === true };
+}
+
+/**
+ * `<host>-confirm`, on a NEW connection after deploy: the script nixfleet installed (sha256-checked,
+ * because it runs as root) confirms rollout `token` and waits for the activator to finish.
+ * A deploy output that is not a result line becomes a command that fails saying so.
+ */
+export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha: string, deployStdout: string | undefined): string {
+  const parsed = parseDeployOutput(deployStdout);
+  if (typeof parsed === "string") return `echo ${q(`nixfleet: ${host.name}: ${parsed}; nothing to confirm`)} >&2; exit 3`;
   const script = `${host.configPath}/${SCRIPT_FILE}`;
   const check = `printf '%s  %s\\n' ${q(scriptSha)} ${q(script)} | sha256sum -c --status - || { echo ${q(`nixfleet: ${script} is not the script nixfleet installed (edited on the host?); refusing to run it as root`)} >&2; exit 3; }`;
-  const run = ["timeout", String(timeoutSeconds), "bash", script, step, ...args].map(q).join(" ");
-  return asRoot(host.user, `${check}; ${shellEnv(scriptEnv(host))} ${run}`);
+  const run = `timeout ${confirmBound(host, timeouts)} env ${shellEnv(scriptEnv(host, timeouts))} ${shellCommand("bash", script, "confirm", parsed.rollout)}`;
+  // One `sh -c` so the check and the run are both root's (sudo runs one command).
+  return asRoot(host.user, host.user === "root" ? `${check}; ${run}` : `sh -c ${q(`${check}; ${run}`)}`);
 }
 
-/**
- * Shared start of the file commands: settings, a journal logger, the owner of the checkout, and the
- * upgrade lock (the one the script takes), so a timer run never sees half-copied files.
- */
-function fileCommandPreamble(host: ResolvedHost): string[] {
-  return [
-    "set -eu",
-    `cfg=${q(host.configPath)}; state=${q(host.stateDir)}; owner=${q(host.configOwner ?? "")}`,
-    'say() { logger -t auto-upgrade -- "nixfleet: $*" 2>/dev/null || true; echo "nixfleet: $*" >&2; }',
-    '[ -d "$cfg/.git" ] || { say "$cfg is not a git checkout; clone the nix-config there first"; exit 3; }',
-    '[ -n "$owner" ] || owner=$(stat -c %U "$cfg")',
-    // As the owner: root on a user's repo trips "dubious ownership" and leaves root-owned files behind.
-    'as_owner() { if [ "$(id -un)" = "$owner" ]; then "$@"; else runuser -u "$owner" -- "$@"; fi; }',
-    'mkdir -p "$state"; exec 9>"$state/lock"',
-    'flock -n 9 || { say "an upgrade is running on this host (lock $state/lock); nothing was changed, run pulumi up again later"; exit 3; }',
-  ];
-}
-
-/** Shell that adds `rel` to $conflicts if the host's copy differs from both `want` and nixfleet's last write. */
-function conflictCheck(rel: string, want: string): string[] {
-  return [
-    `rel=${q(rel)}; want=${q(want)}; f="$cfg/$rel"; rec="$state/pushed/$rel.sha256"`,
-    'cur=""; [ -e "$f" ] && cur=$(sha256sum < "$f" | cut -c1-64)',
-    'last=""; [ -e "$rec" ] && last=$(cat "$rec")',
-    'if [ -n "$cur" ] && [ "$cur" != "$want" ] && [ "$cur" != "$last" ]; then',
-    '  if [ -n "$last" ]; then why="edited on the host since nixfleet last wrote it"; else why="not written by nixfleet"; fi',
-    '  conflicts="$conflicts $rel ($why)"',
-    "fi",
-  ];
-}
-
-const refuseOnConflicts = [
-  'if [ -n "$conflicts" ]; then',
-  '  say "refusing to overwrite:$conflicts. Nothing was changed. Keep an edit by moving it into the stack config or the repo, then move the file away and run pulumi up again."',
-  "  exit 3",
-  "fi",
-];
-
-/**
- * Checks every file the host is about to get before any is written, so a host-side edit of one
- * file stops the whole copy (not after the others were replaced). Runs again whenever any file changes.
- */
-export function checkFilesCommand(host: ResolvedHost, files: readonly RenderedFile[], timeoutSeconds: number): string {
-  const script = [
-    ...fileCommandPreamble(host),
-    'conflicts=""',
-    ...files.flatMap((f) => conflictCheck(f.path, sha256(f.content))),
-    ...refuseOnConflicts,
-  ].join("\n");
-  return asRoot(host.user, `timeout ${q(String(timeoutSeconds))} sh -c ${q(script)}`);
-}
-
-/**
- * Writes one rendered file (content on stdin) into the checkout and stages it, because flakes
- * only see tracked files. It checks its own file again (the host may have changed since the check
- * step), writes atomically and verifies the sha256. The record of what was last written lives in
- * the state dir, outside the checkout.
- */
-export function putFileCommand(host: ResolvedHost, file: RenderedFile, timeoutSeconds: number): string {
-  const script = [
-    ...fileCommandPreamble(host),
-    'conflicts=""',
-    ...conflictCheck(file.path, sha256(file.content)),
-    ...refuseOnConflicts,
-    'as_owner mkdir -p "$(dirname "$f")"',
-    'mkdir -p "$(dirname "$rec")"',
-    'tmp=$(mktemp "$f.nixfleet.XXXXXX")',
-    'cat > "$tmp"',
-    '[ "$(sha256sum < "$tmp" | cut -c1-64)" = "$want" ] || { rm -f "$tmp"; say "$rel arrived damaged; nothing was changed"; exit 3; }',
-    `chmod ${file.content.startsWith("#!") ? "0755" : "0644"} "$tmp"; chown --reference="$cfg" "$tmp"`,
-    'mv -f "$tmp" "$f"',
-    'echo "$want" > "$rec"',
-    'as_owner git -C "$cfg" add -- "$rel"',
-    'echo "$want"',
-  ].join("\n");
-  return asRoot(host.user, `timeout ${q(String(timeoutSeconds))} sh -c ${q(script)}`);
+/** Both commands and the bundle of one host, for the component and for benchmarks that replay them over plain ssh. */
+export function hostCommands(host: ResolvedHost, timeouts: Timeouts, retry = 0) {
+  const files = renderHost(host);
+  const bundle = renderBundle(files);
+  const scriptSha = sha256(files.find((f) => f.path === SCRIPT_FILE)!.content);
+  return {
+    files,
+    bundle,
+    /** The rollout token the script derives from this bundle and retry. */
+    token: rolloutToken(bundle, retry),
+    deploy: deployCommand(host, timeouts, retry),
+    confirm: (deployStdout: string | undefined) => confirmCommand(host, timeouts, scriptSha, deployStdout),
+  };
 }

@@ -2,9 +2,10 @@
  * From parsed stack config to one fully-resolved record per host: built-in role defaults,
  * then the stack's `roles` settings, then the host's own overrides.
  */
-import { ConfigError, DEFAULT_TIMEOUTS, ROLES, settingsShape, type FleetConfig, type HostConfig, type Role, type Settings } from "./schema";
+import { ConfigError, DEFAULT_TIMEOUTS, pushShape, ROLES, settingsShape, type FleetConfig, type HostConfig, type PushSettings, type Role, type Settings } from "./schema";
 
 export type FullSettings = Required<Settings>;
+export type FullPushSettings = Required<PushSettings>;
 export type Timeouts = { readonly [K in keyof typeof DEFAULT_TIMEOUTS]: number };
 
 const CHEZMOI_HOOK = "chezmoi-pre-update.service";
@@ -18,7 +19,14 @@ const common: FullSettings = {
   remote: "origin",
   schedule: "04:00",
   randomizedDelaySec: "30min",
+  healthCheck: true,
+  healthUnits: [],
+  healthTimeout: 120,
+  onFailure: [],
 };
+
+/** deploy-rs confirms within 30 s by default; nixfleet matches it. One wave unless the stack says. */
+export const PUSH_DEFAULTS: FullPushSettings = { confirmTimeout: 30, wave: 0 };
 
 /** The plan's role defaults: desktops and laptops commit back, servers and Pis are pull-only; all validate and run the chezmoi hook. */
 export const ROLE_DEFAULTS: Readonly<Record<Role, FullSettings>> = {
@@ -47,6 +55,8 @@ export interface ResolvedHost {
   readonly overrides: Settings;
   /** What the host ends up with: role settings, then overrides. */
   readonly settings: FullSettings;
+  /** Deployer-only settings (never rendered): defaults, then the stack's role, then the host. */
+  readonly push: FullPushSettings;
 }
 
 export interface ResolvedFleet {
@@ -55,6 +65,13 @@ export interface ResolvedFleet {
 }
 
 const SETTING_KEYS = Object.keys(settingsShape) as (keyof Settings)[];
+const PUSH_KEYS = Object.keys(pushShape) as (keyof PushSettings)[];
+
+function pickPush(from: PushSettings): PushSettings {
+  const out: Record<string, unknown> = {};
+  for (const key of PUSH_KEYS) if (from[key] !== undefined) out[key] = from[key];
+  return out as PushSettings;
+}
 
 function pickSettings(from: Settings): Settings {
   const out: Record<string, unknown> = {};
@@ -84,6 +101,7 @@ function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): Resolve
     roleSettings: role,
     overrides,
     settings: { ...role, ...overrides },
+    push: { ...PUSH_DEFAULTS, ...pickPush(cfg.roles?.[host.role] ?? {}), ...pickPush(host) },
   };
 }
 

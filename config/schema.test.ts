@@ -5,7 +5,9 @@ import { resolveFleet, ROLE_DEFAULTS } from "./resolve";
 import { branchProblem, ConfigError, parseFleetConfig } from "./schema";
 import { fleetFromConfigMap, readStackFile } from "./stack";
 
-const host = (over: Record<string, unknown> = {}) => ({ name: "malphas", address: "10.0.0.2", role: "desktop", configPath: "/home/evie/nix-config", ...over });
+// Each call is another machine (two entries for one address and port are refused).
+let machines = 0;
+const host = (over: Record<string, unknown> = {}) => ({ name: "malphas", address: `10.0.${Math.floor(++machines / 250)}.${machines % 250}`, role: "desktop", configPath: "/home/evie/nix-config", ...over });
 
 function issuesOf(raw: unknown): string[] {
   try {
@@ -113,5 +115,93 @@ describe("stack files", () => {
     expect(fleetFromConfigMap({ "nixfleet:hosts": JSON.stringify([host()]), "other:key": "x" }).hosts[0].name).toBe("malphas");
     expect(() => fleetFromConfigMap({ "nixfleet:hosts": "malphas" })).toThrow(/nixfleet:hosts: must be a structured value/);
     expect(() => fleetFromConfigMap({ "nixfleet:hots": "[]" })).toThrow(/nixfleet:hots: unknown key; allowed: nixfleet:roles/);
+  });
+});
+
+describe("refuses values that would break a host (issue 8 item 9), naming the field, with bounded errors", () => {
+  const ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEH2gZv+5yuSODmVezjLQzu7uLzR+x1a8IfopTp8cIQ9";
+  it.each([
+    [{ stateDir: "/" }, /^nixfleet:hosts\[0\]\.stateDir: "\/": is a system directory; allowed: a directory of nixfleet's own/],
+    [{ stateDir: "/etc" }, /stateDir: "\/etc": is a system directory/],
+    [{ stateDir: "/nix/var/auto" }, /stateDir: "\/nix\/var\/auto": is a system directory \(inside \/nix\)/],
+    [{ stateDir: "/usr/local/x" }, /stateDir: .* \(inside \/usr\)/],
+    [{ stateDir: "/var/lib" }, /stateDir: "\/var\/lib": is a system directory/],
+    [{ stateDir: "/home/evie/nix-config" }, /^nixfleet:hosts\[0\]\.stateDir: "\/home\/evie\/nix-config" overlaps configPath/],
+    [{ stateDir: "/home/evie/nix-config/.state" }, /stateDir: .* overlaps configPath/],
+    [{ stateDir: "/home/evie", configPath: "/home/evie/nix-config" }, /stateDir: "\/home\/evie" overlaps configPath/],
+    [{ configPath: "/" }, /^nixfleet:hosts\[0\]\.configPath: "\/": must not be '\/'/],
+    [{ preUpdateHooks: ["auto-upgrade.service"] }, /^nixfleet:hosts\[0\]\.preUpdateHooks\[0\]: is auto-upgrade\.service itself/],
+    [{ requiredHooks: ["auto-upgrade.service"] }, /requiredHooks\[0\]: is auto-upgrade\.service itself/],
+    [{ healthUnits: ["sshd.service", "auto-upgrade.service"] }, /^nixfleet:hosts\[0\]\.healthUnits\[1\]: is auto-upgrade\.service itself/],
+    [{ onFailure: ["auto-upgrade.service"] }, /^nixfleet:hosts\[0\]\.onFailure\[0\]: is auto-upgrade\.service itself/],
+    [{ healthUnits: ["rm -rf /"] }, /healthUnits\[0\]: "rm -rf \/" is not a systemd unit name/],
+    [{ healthTimeout: 0 }, /^nixfleet:hosts\[0\]\.healthTimeout: must be a whole number of seconds from 1 to 3600/],
+    [{ confirmTimeout: 2 }, /^nixfleet:hosts\[0\]\.confirmTimeout: must be a whole number of seconds from 5 to 3600/],
+    [{ wave: -1 }, /^nixfleet:hosts\[0\]\.wave: must be a whole number from 0 to 1000/],
+    [{ wave: 1.5 }, /wave: must be a whole number/],
+    [{ healthCheck: "yes" }, /healthCheck: must be true or false/],
+    [{ hostKey: "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7" }, /^nixfleet:hosts\[0\]\.hostKey: is an RSA key.*pin the ed25519 key: ssh-keyscan -t ed25519/],
+  ])("%j", (bad, message) => {
+    const issues = issuesOf({ hosts: [host(bad)] });
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatch(message);
+  });
+
+  it("accepts an ed25519 key, a state dir of its own and health settings", () => {
+    const cfg = parseFleetConfig({ hosts: [host({ hostKey: ED25519, stateDir: "/var/lib/auto-upgrade", healthUnits: ["nginx.service"], onFailure: ["ntfy@failure.service"], wave: 2, confirmTimeout: 45 })] });
+    const [h] = resolveFleet(cfg).hosts;
+    expect(h.settings).toMatchObject({ healthCheck: true, healthUnits: ["nginx.service"], healthTimeout: 120, onFailure: ["ntfy@failure.service"] });
+    expect(h.push).toEqual({ wave: 2, confirmTimeout: 45 });
+    // Deployer-only settings never reach the rendered Nix.
+    expect(Object.keys(h.overrides)).not.toContain("wave");
+  });
+
+  it("two hosts at one address and port are one machine", () => {
+    const a = { ...host({ name: "a", address: "Box.lan" }) };
+    expect(issuesOf({ hosts: [a, host({ name: "b", address: "box.lan", port: 22 })] })).toEqual([
+      `nixfleet:hosts[1].address: "box.lan:22" is already hosts[0]'s address and port; each host must be a different machine`,
+    ]);
+    // Another port is another machine (several sshd on one address, as in the simulated fleet).
+    expect(() => parseFleetConfig({ hosts: [a, host({ name: "b", address: "box.lan", port: 2222 })] })).not.toThrow();
+  });
+
+  it("roles: only the four roles; __proto__ (which a parsed record silently drops) is named", () => {
+    const raw = JSON.parse(`{"roles":{"__proto__":{"branch":"x"},"server":{}},"hosts":[${JSON.stringify(host())}]}`);
+    expect(issuesOf(raw)).toEqual(['nixfleet:roles.__proto__: "__proto__" is not a role; allowed: desktop, laptop, server, pi']);
+  });
+
+  it("role-level health, confirm and wave settings apply to the role's hosts, a host's own win", () => {
+    const fleet = resolveFleet(parseFleetConfig({ roles: { desktop: { wave: 1, healthTimeout: 60, confirmTimeout: 20 } }, hosts: [host(), host({ name: "b", wave: 3 })] }));
+    expect(fleet.hosts.map((h) => h.push)).toEqual([{ wave: 1, confirmTimeout: 20 }, { wave: 3, confirmTimeout: 20 }]);
+    expect(fleet.hosts[0].roleSettings.healthTimeout).toBe(60);
+  });
+
+  it("a 100 kB configPath gives a short error that names the field", () => {
+    const e = (() => {
+      try {
+        parseFleetConfig({ hosts: [host({ configPath: `/${"a".repeat(100_000)}` })] });
+      } catch (err) {
+        return err as Error;
+      }
+    })();
+    expect(e?.message).toMatch(/nixfleet:hosts\[0\]\.configPath: "\/a+"… \(100001 characters\): must be at most 1024 characters/);
+    expect(e!.message.length).toBeLessThan(300);
+  });
+
+  it("many bad values: at most 20 lines of at most ~400 characters", () => {
+    const e = (() => {
+      try {
+        parseFleetConfig({ hosts: [host({ preUpdateHooks: Array.from({ length: 30 }, (_, i) => `${"x".repeat(5000)} ${i}`) })] });
+      } catch (err) {
+        return err as Error;
+      }
+    })();
+    expect(e?.message.split("\n").length).toBeLessThanOrEqual(22);
+    expect(e!.message.length).toBeLessThan(22 * 420);
+  });
+
+  it("nixfleet:timeouts takes lease hooks validate switch commit", () => {
+    expect(resolveFleet(parseFleetConfig({ hosts: [host()], timeouts: { lease: 60, switch: 300 } })).timeouts).toEqual({ lease: 60, hooks: 900, validate: 3600, switch: 300, commit: 300 });
+    expect(issuesOf({ hosts: [host()], timeouts: { copy: 10 } })[0]).toMatch(/^nixfleet:timeouts: unknown key\(s\) "copy"; allowed: lease, hooks, validate, switch, commit$/);
   });
 });

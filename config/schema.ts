@@ -24,6 +24,13 @@ const HOST_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed2
 const CALENDAR = /^[A-Za-z0-9*:,./~ -]{1,100}$/;
 const DURATION = /^[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|w)?( ?[0-9]+ ?(us|ms|s|sec|m|min|h|hr|d|w))*$/;
 
+/** A value echoed in an error: JSON, cut to ~80 characters so a huge input never makes a huge message. */
+export function show(value: unknown): string {
+  const text = typeof value === "string" ? value : String(value);
+  if (text.length <= 80) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, 80))}… (${text.length} characters)`;
+}
+
 /** git-check-ref-format(1) rules for a branch name, plus no leading "-" (option injection). */
 export function branchProblem(name: string): string | undefined {
   if (name.length === 0 || name.length > 200) return "must be 1 to 200 characters";
@@ -35,8 +42,11 @@ export function branchProblem(name: string): string | undefined {
   return undefined;
 }
 
+const MAX_PATH = 1024;
+
 /** An absolute path with no "..": it is copied to, built from and committed in on the host. */
 export function pathProblem(p: string): string | undefined {
+  if (p.length > MAX_PATH) return `must be at most ${MAX_PATH} characters`;
   if (!p.startsWith("/")) return "must be an absolute path (start with '/')";
   if (/[\x00-\x1f\x7f]/.test(p)) return "must not contain control characters";
   if (p.split("/").some((seg) => seg === "..")) return "must not contain '..'";
@@ -45,31 +55,63 @@ export function pathProblem(p: string): string | undefined {
   return undefined;
 }
 
+// Directories the system owns: a state dir there (or one of them itself) would mix nixfleet's files
+// with the OS's, and `golden`/`validated` GC roots, a lease and a lock would land in them.
+const SYSTEM_TREES = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/nix", "/proc", "/sbin", "/sys", "/usr"];
+const SYSTEM_DIRS = ["/", "/home", "/mnt", "/opt", "/root", "/run", "/srv", "/tmp", "/var", "/var/lib", "/var/log"];
+const inside = (p: string, dir: string) => p === dir || p.startsWith(dir === "/" ? "/" : `${dir}/`);
+
+/** Where nixfleet may keep its state on a host: its own directory, never a system one. */
+export function stateDirProblem(p: string): string | undefined {
+  const why = pathProblem(p);
+  if (why) return why;
+  const tree = SYSTEM_TREES.find((d) => inside(p, d));
+  if (tree || SYSTEM_DIRS.includes(p)) return `is a system directory${tree && tree !== p ? ` (inside ${tree})` : ""}; allowed: a directory of nixfleet's own, e.g. "/var/lib/auto-upgrade"`;
+  return undefined;
+}
+
+/** The unit that runs the upgrade: as a hook, health or onFailure unit it would start or wait on itself. */
+export const SELF_UNIT = "auto-upgrade.service";
+
 // `pulumi config set --path k true` stores a YAML boolean; a quoted "true" is a mistake worth naming.
 const bool = () => z.boolean({ error: "must be true or false (a boolean, not a string)" });
 
+/** A whole number in [lo, hi], with one message for every way it can be wrong. */
+const intIn = (lo: number, hi: number, what: string) => {
+  const error = `must be a whole number${what} from ${lo} to ${hi}`;
+  return z.number({ error }).refine((n) => Number.isInteger(n) && n >= lo && n <= hi, { error });
+};
+
 const unitName = z.string().refine((s) => s.length <= 255 && UNIT_NAME.test(s), {
   error: (iss) =>
-    `${JSON.stringify(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (not "-" first; one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
+    `${show(iss.input)} is not a systemd unit name; allowed: letters, digits and ":-_.\\" (not "-" first; one "@" for a template), ending in .${UNIT_SUFFIXES.join("/.")}, e.g. "chezmoi-pre-update.service"`,
 });
+
+const unitList = z
+  .array(
+    unitName.refine((s) => s !== SELF_UNIT, {
+      error: `is ${SELF_UNIT} itself, which would start or wait on the upgrade from inside the upgrade; allowed: any other unit`,
+    }),
+  )
+  .max(32, { error: "at most 32 units" });
 
 const withProblem = (problem: (s: string) => string | undefined) =>
   z.string().superRefine((s, ctx) => {
     const why = problem(s);
-    if (why) ctx.addIssue({ code: "custom", message: `${JSON.stringify(s)}: ${why}` });
+    if (why) ctx.addIssue({ code: "custom", message: `${show(s)}: ${why}` });
   });
 
 const pattern = (re: RegExp, allowed: string) =>
-  z.string().refine((s) => re.test(s), { error: (iss) => `${JSON.stringify(iss.input)} is not allowed; ${allowed}` });
+  z.string().refine((s) => s.length <= 1000 && re.test(s), { error: (iss) => `${show(iss.input)} is not allowed; ${allowed}` });
 
 /** The upgrade settings a role sets and a host may override. All optional here; defaults come from the role. */
 export const settingsShape = {
   /** Build the new system before switching; a failed build deploys nothing. */
   preUpdateValidation: bool().optional(),
   /** systemd units started, in order, before the upgrade. */
-  preUpdateHooks: z.array(unitName).optional(),
+  preUpdateHooks: unitList.optional(),
   /** Hooks that must exist on the host; a missing one fails the upgrade instead of warning. */
-  requiredHooks: z.array(unitName).optional(),
+  requiredHooks: unitList.optional(),
   /** The host commits and pushes its local config changes after a successful switch. */
   hostCanCommitConfig: bool().optional(),
   /** Branch pulled (timer) and pushed (commit-back). */
@@ -80,45 +122,75 @@ export const settingsShape = {
   schedule: pattern(CALENDAR, "allowed: a systemd calendar expression such as \"04:00\" or \"Sun *-*-* 03:00\"").optional(),
   /** systemd time span spread added to the timer. */
   randomizedDelaySec: pattern(DURATION, "allowed: a systemd time span such as \"30min\" or \"0\"").optional(),
+  /** Run the health gate after activation (failed units, health units). */
+  healthCheck: bool().optional(),
+  /** systemd units that must start and not be failed after activation. */
+  healthUnits: unitList.optional(),
+  /** Seconds for the whole health gate. */
+  healthTimeout: intIn(1, 3600, " of seconds").optional(),
+  /** systemd units started when a timer run fails or rolls back (e.g. a mail or ntfy unit). */
+  onFailure: unitList.optional(),
+};
+
+/**
+ * Settings only the deployer uses (never rendered into Nix): how long the host waits for the
+ * confirmation, and the rollout wave. Per role, overridable per host.
+ */
+export const pushShape = {
+  /** Seconds the activator waits for the deployer's confirmation before rolling back. Defaults to 30. */
+  confirmTimeout: intIn(5, 3600, " of seconds").optional(),
+  /** Rollout wave: wave k+1 starts only after every host of wave k confirmed. Defaults to 0. */
+  wave: intIn(0, 1000, "").optional(),
 };
 
 const settings = z.strictObject(settingsShape);
 export type Settings = z.infer<typeof settings>;
+const roleObject = z.strictObject({ ...settingsShape, ...pushShape });
+export type PushSettings = z.infer<z.ZodObject<typeof pushShape>>;
 
 const host = z.strictObject({
   /** The host's name: its flake attribute (`nixosConfigurations.<name>`) and folder. */
   name: pattern(HOST_LABEL, "allowed: an RFC 1123 label: lowercase letters, digits and '-', 1 to 63 characters, not starting or ending with '-'"),
   /** Where SSH connects: an RFC 1123 hostname or an IP address. */
   address: z.string().refine(
-    (s) => IPV4.test(s) || (s.includes(":") && IPV6.test(s)) || (s.length <= 253 && s.split(".").every((l) => HOST_LABEL.test(l.toLowerCase()))),
-    { error: (iss) => `${JSON.stringify(iss.input)} is not allowed; allowed: an RFC 1123 hostname or an IPv4/IPv6 address` },
+    (s) => s.length <= 253 && (IPV4.test(s) || (s.includes(":") && IPV6.test(s)) || (s.length <= 253 && s.split(".").every((l) => HOST_LABEL.test(l.toLowerCase())))),
+    { error: (iss) => `${show(iss.input)} is not allowed; allowed: an RFC 1123 hostname or an IPv4/IPv6 address` },
   ),
   port: z.number({ error: "must be a port number from 1 to 65535" }).int().min(1).max(65535).optional(),
   /** SSH user; commands that need root run through passwordless sudo when it is not root. */
   user: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
   /** The host's SSH public key in authorized_keys format; without it the connection is not authenticated. */
-  hostKey: pattern(HOST_KEY, "allowed: one public key in authorized_keys format without comment, e.g. \"ssh-ed25519 AAAA…\"").optional(),
+  hostKey: pattern(HOST_KEY, "allowed: one public key in authorized_keys format without comment, e.g. \"ssh-ed25519 AAAA…\"")
+    .refine((k) => !k.startsWith("ssh-rsa "), {
+      error: "is an RSA key: the command provider offers only SHA-1 ssh-rsa for it, which OpenSSH 8.8 and later refuse; pin the ed25519 key: ssh-keyscan -t ed25519 <address>",
+    })
+    .optional(),
   role: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }),
   /** The nix-config checkout on the host. */
-  configPath: withProblem(pathProblem),
+  configPath: withProblem((p) => (p === "/" ? "must not be '/'; allowed: the nix-config checkout's own directory" : pathProblem(p))),
   /** Owner of the checkout; git runs as this user. Defaults to whoever owns the directory on the host. */
   configOwner: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
   /** Where the status record and the validated out-link live on the host. Defaults to /var/lib/auto-upgrade. */
-  stateDir: withProblem(pathProblem).optional(),
+  stateDir: withProblem(stateDirProblem).optional(),
   ...settingsShape,
+  ...pushShape,
 });
 export type HostConfig = z.infer<typeof host>;
 
-const seconds = z.number({ error: "must be a whole number of seconds from 1 to 86400" }).int().min(1).max(86_400);
+const seconds = intIn(1, 86_400, " of seconds");
 
-/** Limits for the remote steps; the command provider ignores customTimeouts, so each step runs under `timeout`. */
-export const DEFAULT_TIMEOUTS = { copy: 120, hooks: 900, validate: 3600, switch: 900, commit: 300 } as const;
+/**
+ * Bounds of the remote phases (docs/rollout-v2.md §3): the script runs each under `timeout`; the
+ * deploy and confirm commands are bounded by their sums (the provider ignores customTimeouts).
+ */
+export const DEFAULT_TIMEOUTS = { lease: 120, hooks: 900, validate: 3600, switch: 600, commit: 300 } as const;
 
 const fleetObject = z.strictObject({
-  roles: z.partialRecord(z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }), settings).optional(),
-  hosts: z.array(host).min(1, { error: "list at least one host" }),
+  // Every key is checked (superRefine below): a record of enum keys alone would skip `__proto__`.
+  roles: z.record(z.string(), roleObject).optional(),
+  hosts: z.array(host).min(1, { error: "list at least one host" }).max(1000, { error: "at most 1000 hosts per stack" }),
   timeouts: z.strictObject({
-    copy: seconds.optional(),
+    lease: seconds.optional(),
     hooks: seconds.optional(),
     validate: seconds.optional(),
     switch: seconds.optional(),
@@ -127,13 +199,27 @@ const fleetObject = z.strictObject({
 });
 
 export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
-  const seen = new Map<string, number>();
+  const names = new Map<string, number>();
+  const endpoints = new Map<string, number>();
   cfg.hosts.forEach((h, i) => {
-    const first = seen.get(h.name);
+    const first = names.get(h.name);
     if (first !== undefined) {
-      ctx.addIssue({ code: "custom", path: ["hosts", i, "name"], message: `${JSON.stringify(h.name)} is already hosts[${first}].name; host names must be unique` });
+      ctx.addIssue({ code: "custom", path: ["hosts", i, "name"], message: `${show(h.name)} is already hosts[${first}].name; host names must be unique` });
     }
-    seen.set(h.name, i);
+    names.set(h.name, i);
+    // Two entries for one machine would switch it to the other host's system.
+    const endpoint = `${h.address.toLowerCase()}:${h.port ?? 22}`;
+    const same = endpoints.get(endpoint);
+    if (same !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["hosts", i, "address"], message: `${show(endpoint)} is already hosts[${same}]'s address and port; each host must be a different machine` });
+    }
+    endpoints.set(endpoint, i);
+    const state = h.stateDir ?? "/var/lib/auto-upgrade";
+    // Only between two otherwise valid paths: "/" is already refused on its own.
+    const bothValid = stateDirProblem(state) === undefined && h.configPath !== "/";
+    if (bothValid && (inside(state, h.configPath) || inside(h.configPath, state))) {
+      ctx.addIssue({ code: "custom", path: ["hosts", i, "stateDir"], message: `${show(state)} overlaps configPath ${show(h.configPath)}; allowed: a directory outside the checkout that does not contain it` });
+    }
   });
 });
 export type FleetConfig = z.infer<typeof fleetConfigSchema>;
@@ -158,21 +244,41 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
 
 /** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
 export function parseFleetConfig(raw: unknown): FleetConfig {
+  const roleIssues = unknownRoles(raw);
   const result = fleetConfigSchema.safeParse(raw, { reportInput: true });
-  if (result.success) return result.data;
-  throw new ConfigError(result.error.issues.map((iss) => issueLine(iss)));
+  if (result.success && roleIssues.length === 0) return result.data;
+  const issues = result.success ? [] : result.error.issues.map((iss) => issueLine(iss));
+  throw new ConfigError(boundIssues([...roleIssues, ...issues]));
+}
+
+/**
+ * Every key of `roles` must be a role. Checked on the raw value: a parsed record silently loses a
+ * `__proto__` key (assigning it sets the prototype), so zod's output cannot show it.
+ */
+function unknownRoles(raw: unknown): string[] {
+  const roles = (raw as { roles?: unknown } | null)?.roles;
+  if (roles === null || typeof roles !== "object" || Array.isArray(roles)) return [];
+  return Object.keys(roles)
+    .filter((k) => !(ROLES as readonly string[]).includes(k))
+    .map((k) => `${configKeyPath(["roles", k])}: ${show(k)} is not a role; allowed: ${ROLES.join(", ")}`);
+}
+
+/** At most 20 lines of at most 400 characters: an error about huge input stays readable. */
+export function boundIssues(lines: string[]): string[] {
+  const cut = lines.slice(0, 20).map((l) => (l.length > 400 ? `${l.slice(0, 400)}…` : l));
+  return lines.length > 20 ? [...cut, `… and ${lines.length - 20} more`] : cut;
 }
 
 function allowedKeys(path: readonly PropertyKey[]): string[] {
   if (path.length === 0) return Object.keys(fleetObject.shape);
   if (path[0] === "hosts") return Object.keys(host.shape);
   if (path[0] === "timeouts") return Object.keys(DEFAULT_TIMEOUTS);
-  return Object.keys(settingsShape);
+  return Object.keys(roleObject.shape);
 }
 
 function issueLine(iss: z.core.$ZodIssue): string {
   if (iss.code === "unrecognized_keys") {
-    const unknown = iss.keys.map((k) => JSON.stringify(k)).join(", ");
+    const unknown = iss.keys.slice(0, 5).map((k) => show(k)).join(", ");
     return `${configKeyPath(iss.path)}: unknown key(s) ${unknown}; allowed: ${allowedKeys(iss.path).join(", ")}`;
   }
   if (iss.code === "invalid_type" && iss.input === undefined && iss.path.length > 0) {

@@ -3,7 +3,7 @@
 // (`fleetProgram`) as an Automation API inline program: the nodejs language host cannot be built
 // offline (see toolchain/README.md), inline programs do not need it. State lives in a local file
 // backend under `dir`; nothing reaches a network.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import * as path from "node:path";
 import { LocalWorkspace, PulumiCommand, type Stack } from "@pulumi/pulumi/automation";
@@ -51,6 +51,22 @@ export function demoConfig(fleet: Fleet, stackFile = path.join(REPO, "stacks", "
   return { ...config, "nixfleet:hosts": hosts } as Record<string, unknown>;
 }
 
+/**
+ * `--parallel` for a fleet of `hosts`: every host's deploy (and later its confirm) must find a slot at
+ * once, or a fleet upgrades in batches (the default is 4 × CPUs, 8 on a 2-core deployer). Each host
+ * has 2 commands + its component; +4 for the fleet, the stack and the self StackReference. Capped at
+ * 256: every running command holds an SSH connection (and file descriptors) in the provider, and the
+ * real provider keeps connections open until it exits; 256 keeps that under a default 1024 fd limit.
+ */
+export function parallelFor(hosts: number): number {
+  return Math.min(256, Math.max(8, 3 * hosts + 4));
+}
+
+const hostCount = (config: Record<string, unknown>) => {
+  const hosts = config["nixfleet:hosts"];
+  return Array.isArray(hosts) ? hosts.length : typeof hosts === "string" ? (JSON.parse(hosts) as unknown[]).length : 0;
+};
+
 /** Creates or selects `stackName` in `dir`, sets `config` (structured values as JSON, the key as a secret). */
 export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: string; config: Record<string, unknown> }): Promise<Stack> {
   mkdirSync(path.join(opts.dir, "state"), { recursive: true });
@@ -61,7 +77,7 @@ export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: 
     {
       workDir: path.join(opts.dir, "work"),
       projectSettings: { name: "nixfleet", runtime: "nodejs" },
-      envVars: offlineEnv(opts.dir, bin),
+      envVars: { ...offlineEnv(opts.dir, bin), PULUMI_PARALLEL: String(parallelFor(hostCount(opts.config))) },
       pulumiCommand: await PulumiCommand.get({ root: path.dirname(bin) }),
     },
   );
@@ -69,12 +85,35 @@ export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: 
   return stack;
 }
 
-/** Replaces the stack's nixfleet config; every `up` after this sees exactly `config`. */
+/**
+ * Replaces the stack's nixfleet config; every `up` after this sees exactly `config`. Also sets
+ * PULUMI_PARALLEL for the new host count (see parallelFor).
+ */
 export async function setFleetConfig(stack: Stack, config: Record<string, unknown>, privateKey: string): Promise<void> {
   const old = Object.keys(await stack.getAllConfig()).filter((k) => k.startsWith("nixfleet:"));
   if (old.length > 0) await stack.removeAllConfig(old);
   const values = Object.fromEntries(
     Object.entries(config).map(([k, v]) => [k, { value: typeof v === "string" ? v : JSON.stringify(v) }]),
   );
-  await stack.setAllConfig({ ...values, "nixfleet:sshPrivateKey": { value: privateKey, secret: true } });
+  if (Object.keys(values).length > 0) await stack.setAllConfig(values);
+  setSecretConfig(stack, "nixfleet:sshPrivateKey", privateKey);
+  stack.workspace.envVars.PULUMI_PARALLEL = String(parallelFor(hostCount(config)));
+}
+
+/**
+ * `pulumi config set --secret <key>` with the value on stdin: never on a command line (any local user
+ * can read those) and never in an error message (only the CLI's stderr and the exit code are shown).
+ */
+export function setSecretConfig(stack: Stack, key: string, value: string): void {
+  const ws = stack.workspace;
+  const r = spawnSync(ws.pulumiCommand.command, ["config", "set", "--secret", "--stack", stack.name, key], {
+    cwd: ws.workDir,
+    env: { ...process.env, ...ws.envVars },
+    input: value,
+    encoding: "utf8",
+  });
+  if (r.error || r.status !== 0) {
+    // The CLI's stderr never holds the value (it came on stdin); cut it anyway.
+    throw new Error(`pulumi config set --secret ${key} (stack ${stack.name}) failed: ${r.error?.message ?? `exit ${r.status}: ${String(r.stderr).slice(0, 400)}`}`);
+  }
 }

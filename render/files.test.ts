@@ -48,7 +48,11 @@ describe("renderRole", () => {
       {
         myModules.services.system.autoUpgrade = {
           branch = lib.mkDefault "production";
+          healthCheck = lib.mkDefault true;
+          healthTimeout = lib.mkDefault 120;
+          healthUnits = lib.mkDefault [ ];
           hostCanCommitConfig = lib.mkDefault false;
+          onFailure = lib.mkDefault [ ];
           preUpdateHooks = lib.mkDefault [
             "chezmoi-pre-update.service"
           ];

@@ -37,6 +37,25 @@ function shipped(file: string): RenderedFile {
   return { path: file, content };
 }
 
+export const BOOTSTRAP_FILE = "push-bootstrap.sh";
+
+/**
+ * The text of nix/push-bootstrap.sh: the deploy command runs it with `bash -c`, so it is never a
+ * file on the host and needs nothing installed first. Read once per process.
+ */
+export function bootstrapText(): string {
+  let text = shippedText.get(BOOTSTRAP_FILE);
+  if (text === undefined) {
+    try {
+      text = readFileSync(join(NIX_DIR, BOOTSTRAP_FILE), "utf8");
+    } catch (e) {
+      throw new Error(`nixfleet: cannot read nix/${BOOTSTRAP_FILE}, the deploy bootstrap (${(e as NodeJS.ErrnoException).code ?? String(e)}); is the package complete?`);
+    }
+    shippedText.set(BOOTSTRAP_FILE, text);
+  }
+  return text;
+}
+
 /** Settings as Nix option values, keys as the module names them. */
 function optionValues(s: Settings, wrap: (v: NixValue) => NixValue): Record<string, NixValue> {
   const out: Record<string, NixValue> = {};

@@ -42,9 +42,14 @@ const settings = (): [string, string][] => [
   [`${H}.hostCanCommitConfig`, "false"],
   [`${H}.preUpdateValidation`, "true"],
   [`${H}.branch`, "main"],
+  [`${H}.healthUnits[0]`, "nginx.service"],
+  [`${H}.healthCheck`, "true"],
+  [`${H}.wave`, "1"],
+  [`${H}.confirmTimeout`, "45"],
   ["nixfleet:roles.server.hostCanCommitConfig", "false"],
   ["nixfleet:roles.desktop.schedule", "Sun 04:00"],
   ["nixfleet:timeouts.validate", "7200"],
+  ["nixfleet:timeouts.lease", "60"],
 ];
 
 beforeAll(() => {
@@ -84,10 +89,14 @@ describe("pulumi config set --path, then nixfleet's schema", () => {
         hostCanCommitConfig: false,
         preUpdateValidation: true,
         branch: "main",
+        healthUnits: ["nginx.service"],
+        healthCheck: true,
+        wave: 1,
+        confirmTimeout: 45,
       },
     ]);
     expect(config["nixfleet:roles"]).toEqual({ server: { hostCanCommitConfig: false }, desktop: { schedule: "Sun 04:00" } });
-    expect(config["nixfleet:timeouts"]).toEqual({ validate: 7200 });
+    expect(config["nixfleet:timeouts"]).toEqual({ validate: 7200, lease: 60 });
 
     // The key is stored encrypted: no line of it appears in the file.
     expect(config["nixfleet:sshPrivateKey"]).toEqual({ secure: expect.stringMatching(/^v1:/) });
@@ -103,7 +112,10 @@ describe("pulumi config set --path, then nixfleet's schema", () => {
       hostCanCommitConfig: false,
       preUpdateValidation: true,
       branch: "main",
+      healthUnits: ["nginx.service"],
+      healthCheck: true,
     });
+    expect(h.push).toEqual({ wave: 1, confirmTimeout: 45 });
     // Desktops commit back by default; the host's `false` wins. The stack's desktop schedule applies.
     expect(h.roleSettings).toMatchObject({ hostCanCommitConfig: true, schedule: "Sun 04:00" });
     expect(h.settings).toMatchObject({ hostCanCommitConfig: false, preUpdateValidation: true, schedule: "Sun 04:00", branch: "main" });

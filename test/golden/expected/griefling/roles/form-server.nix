@@ -4,7 +4,13 @@
 {
   myModules.services.system.autoUpgrade = {
     branch = lib.mkDefault "production";
+    healthCheck = lib.mkDefault true;
+    healthTimeout = lib.mkDefault 300;
+    healthUnits = lib.mkDefault [ ];
     hostCanCommitConfig = lib.mkDefault false;
+    onFailure = lib.mkDefault [
+      "ntfy-failure.service"
+    ];
     preUpdateHooks = lib.mkDefault [
       "chezmoi-pre-update.service"
     ];

@@ -4,7 +4,11 @@
 {
   myModules.services.system.autoUpgrade = {
     branch = lib.mkDefault "main";
+    healthCheck = lib.mkDefault true;
+    healthTimeout = lib.mkDefault 120;
+    healthUnits = lib.mkDefault [ ];
     hostCanCommitConfig = lib.mkDefault true;
+    onFailure = lib.mkDefault [ ];
     preUpdateHooks = lib.mkDefault [
       "chezmoi-pre-update.service"
     ];

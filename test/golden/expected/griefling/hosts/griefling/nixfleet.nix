@@ -11,6 +11,10 @@
     configPath = "/etc/nixos/nix-config";
     enable = true;
     flakeHost = "griefling";
+    healthUnits = [
+      "nginx.service"
+      "postgresql.service"
+    ];
     stateDir = "/srv/auto-upgrade";
   };
 }

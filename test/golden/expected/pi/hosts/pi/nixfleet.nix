@@ -11,6 +11,7 @@
     configPath = "/home/nixfleet/nix-config";
     enable = true;
     flakeHost = "pi";
+    healthCheck = false;
     stateDir = "/var/lib/auto-upgrade";
   };
 }
