@@ -25,7 +25,7 @@ describe("a host that stops answering", () => {
     );
     await t.setConfig(withRoles(t.config, { randomizedDelaySec: "13min" }));
     const up = t.stack.up({ continueOnError: true }).then(() => null, (e: Error) => e);
-    await waitFor("pi to start validating", async () => (await hostStatus(pi).catch(() => ({}))).phase === "validate", 120_000);
+    await waitFor("pi to start validating", async () => (await hostStatus(pi).catch(() => ({}) as Record<string, any>)).phase === "validate", 120_000);
     await partitionHost(t.fleet, pi);
     const cut = Date.now();
     const err = await up;

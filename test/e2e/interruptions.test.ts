@@ -56,7 +56,7 @@ describe("rollouts that are interrupted or raced", () => {
     await t.setConfig(withRoles(t.config, { randomizedDelaySec: "12min" }));
     const abort = new AbortController();
     const first = t.stack.up({ continueOnError: true, signal: abort.signal }).then(() => null, (e: Error) => e);
-    await waitFor("griefling to start validating", async () => (await hostStatus(g).catch(() => ({}))).phase === "validate", 120_000);
+    await waitFor("griefling to start validating", async () => (await hostStatus(g).catch(() => ({}) as Record<string, any>)).phase === "validate", 120_000);
     abort.abort();
     expect(await first).toBeInstanceOf(Error);
 
