@@ -31,6 +31,8 @@ export function offlineEnv(dir: string, bin: string): Record<string, string> {
     PULUMI_CONFIG_PASSPHRASE: "nixfleet-simulated-fleet",
     PULUMI_SKIP_UPDATE_CHECK: "true",
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    // The provider would use (and, if stale, fail on) the caller's agent; the fleet's key is in config.
+    SSH_AUTH_SOCK: "",
   };
 }
 
