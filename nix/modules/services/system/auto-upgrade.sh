@@ -311,7 +311,8 @@ start_ticker() {
   local what=$PHASE main=$$ t0=$SECONDS
   (
     trap '' PIPE
-    while sleep 15; do
+    # sleep must not hold our stderr: an SSH session ends only when every holder closed it.
+    while sleep 15 </dev/null >/dev/null 2>&1; do
       printf 'auto-upgrade: %s running for %s s\n' "$what" "$((SECONDS - t0))" >&2 || kill -TERM "$main"
     done
   ) &
@@ -468,7 +469,7 @@ validate() {
   rm -f -- "$VALIDATED"
   local n=${GIT_CONFIG_COUNT:-0}
   if ! run_tool "$VALIDATE_TIMEOUT" env GIT_OPTIONAL_LOCKS=0 "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" \
-    nix "${NIX_FLAGS[@]}" build --out-link "$VALIDATED" -- "$CFG#nixosConfigurations.\"$HOST\".config.system.build.toplevel"; then
+    nix "${NIX_FLAGS[@]}" build --no-write-lock-file --out-link "$VALIDATED" -- "$CFG#nixosConfigurations.\"$HOST\".config.system.build.toplevel"; then
     report_output "nix build" "$OUT" true
     fail "nix build of nixosConfigurations.$HOST: $(summary_of "$OUT")"
   fi
