@@ -52,11 +52,11 @@ const roots: string[] = [];
 
 export const sha256 = (s: string | Buffer) => createHash("sha256").update(s).digest("hex");
 
-/** A Nix string literal (JSON escaping is Nix's, plus `${` must not interpolate). */
-const nixStr = (s: string) => JSON.stringify(s).replace(/\$\{/g, "\\${");
+/** A Nix string literal: `\`, `"` and `${` escaped, every other byte literal (Nix has no `\u` escapes). */
+const nixStr = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`).replace(/\$\{/g, "\\${")}"`;
 export const nixAttrs = (o: Record<string, unknown>) =>
   `{\n${Object.entries(o)
-    .map(([k, v]) => `  ${k} = ${typeof v === "string" ? nixStr(v) : Array.isArray(v) ? `[ ${v.map((x) => nixStr(String(x))).join(" ")} ]` : typeof v === "object" ? nixAttrs(v as Record<string, unknown>) : String(v)};`)
+    .map(([k, v]) => `  ${nixStr(k)} = ${typeof v === "string" ? nixStr(v) : Array.isArray(v) ? `[ ${v.map((x) => nixStr(String(x))).join(" ")} ]` : typeof v === "object" ? nixAttrs(v as Record<string, unknown>) : String(v)};`)
     .join("\n")}\n}\n`;
 
 /** The settings the module writes into the unit (docs/rollout-v2.md §3): what hosts/<h>/nixfleet.nix holds here. */

@@ -236,7 +236,13 @@ lease_live() {
   [[ -s $LEASE_FILE ]] || return 1
   pid=$(lease_field pid) expires=$(lease_field expires)
   [[ $pid =~ ^[0-9]+$ && $expires =~ ^[0-9]+$ ]] || return 1
-  ((expires > $(date +%s))) && kill -0 "$pid" 2>/dev/null
+  ((expires > $(date +%s))) && pid_alive "$pid"
+}
+
+# A zombie is dead too (its parent has not reaped it yet).
+pid_alive() {
+  local st
+  st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]
 }
 
 write_lease() {
@@ -312,7 +318,7 @@ start_ticker() {
   (
     trap '' PIPE
     # sleep must not hold our stderr: an SSH session ends only when every holder closed it.
-    while sleep 15 </dev/null >/dev/null 2>&1; do
+    while sleep 15 >/dev/null 2>&1; do
       printf 'auto-upgrade: %s running for %s s\n' "$what" "$((SECONDS - t0))" >&2 || kill -TERM "$main"
     done
   ) &
@@ -773,6 +779,7 @@ start_activator() {
   [[ -z ${HOME:-} ]] || args+=("--setenv=HOME=$HOME")
   for v in $(compgen -e | grep -E '^(AUTO_UPGRADE_|NIX_)'); do args+=("--setenv=$v=${!v}"); done
   rm -f -- "$STATE_DIR/confirm"
+  PHASE=activate
   write_status running "starting the activator"
   if ! run_tool 60 systemd-run "${args[@]}" -- bash "$copy" activate "$ROLLOUT"; then
     report_output systemd-run "$OUT" true
