@@ -138,6 +138,9 @@ export function makeHost(config: HostConfig = {}, extraEnv: Record<string, strin
   writeAsOwner(path.join(cfg, "flake.lock"), '{"nodes":{"root":{}},"root":"root","version":7}\n');
   writeHostConfig({ cfg } as Host, config);
   writeAsOwner(path.join(cfg, "hosts", HOST, "nixfleet.nix"), settingsNix(env));
+  // As after an earlier push: nixfleet wrote the settings file (what it wrote is recorded).
+  fs.mkdirSync(path.join(state, "pushed", "hosts", HOST), { recursive: true });
+  fs.writeFileSync(path.join(state, "pushed", "hosts", HOST, "nixfleet.nix.sha256"), `${sha256(settingsNix(env))}\n`);
   gitAs(cfg, "add", "-A");
   gitAs(cfg, "commit", "-q", "-m", "initial");
   gitAs(cfg, "push", "-q", "origin", "main");
