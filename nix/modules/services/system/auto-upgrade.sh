@@ -337,7 +337,7 @@ resolve_owner() {
   [[ -d $CFG ]] || fail "$CFG (AUTO_UPGRADE_CONFIG_PATH) is not a directory"
   [[ -n $OWNER ]] || OWNER=$(stat -c %U -- "$CFG")
   GROUP=$(id -gn -- "$OWNER") || fail "user $OWNER (owner of $CFG) does not exist"
-  OWNER_HOME=$(getent passwd -- "$OWNER" | cut -d: -f6) || OWNER_HOME=/
+  OWNER_HOME=$(home_of "$OWNER")
   ME=$(id -un)
   if [[ $OWNER == "$ME" ]]; then
     GIT=(git -C "$CFG")
@@ -347,6 +347,19 @@ resolve_owner() {
 }
 
 # git as the checkout's owner: root never writes into a user's checkout, and no "dubious ownership".
+# The owner's home, for git's config and ssh keys. getent is not on the service's PATH on NixOS (glibc.bin
+# is not in its runtime): fall back to /etc/passwd, where NixOS writes its users.
+home_of() {
+  local line
+  if command -v getent >/dev/null; then
+    line=$(getent passwd -- "$1") || line=""
+  else
+    line=$(grep -F -- "$1:" /etc/passwd | grep -m 1 -E "^${1//[.$]/\\&}:") || line=""
+  fi
+  line=$(cut -d: -f6 <<<"$line")
+  printf '%s' "${line:-/}"
+}
+
 GIT=()
 git_owner() { "${GIT[@]}" "$@"; }
 
