@@ -41,6 +41,7 @@ export interface HostConfig {
   version?: string;
   kernel?: string;
   failActivation?: boolean;
+  failBoot?: boolean;
   activationMessage?: string;
   failUnits?: string[];
   lateFailUnits?: string[];

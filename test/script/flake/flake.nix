@@ -7,7 +7,7 @@
 #   kernel initrd kernel-modules  links to files named after the kernel version (needsReboot)
 #   units/<name>                  the units this system defines (a shell command each), for the fake systemctl
 #   faults                        what the host's configuration breaks (read by switch-to-configuration)
-# hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false;
+# hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
 # activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; }
 {
   outputs = { self }:
@@ -16,7 +16,7 @@
       cat = builtins.concatStringsSep "";
       system = name:
         let
-          c = { version = "1"; kernel = "6.1"; failActivation = false; activationMessage = ""; failUnits = [ ];
+          c = { version = "1"; kernel = "6.1"; failActivation = false; failBoot = false; activationMessage = ""; failUnits = [ ];
                 lateFailUnits = [ ]; units = { }; buildSleep = 0; } // import (./hosts + "/${name}/configuration.nix");
           settingsFile = ./hosts + "/${name}/nixfleet.nix";
           settings = if builtins.pathExists settingsFile then import settingsFile else null;
@@ -27,6 +27,7 @@
           unitPairs = builtins.concatStringsSep " " (map (n: "${n}=${builtins.toFile "unit-${n}" c.units.${n}}") (builtins.attrNames c.units));
           faults = builtins.toFile "faults" (cat [
             "failActivation ${if c.failActivation then "1" else "0"}\n"
+            "failBoot ${if c.failBoot then "1" else "0"}\n"
             "failUnits ${toString c.failUnits}\n"
             "lateFailUnits ${toString c.lateFailUnits}\n"
           ]);

@@ -7,7 +7,8 @@
 #                failActivation -> prints the configured message, exit 2; failUnits -> those units end
 #                failed, "warning: the following units failed", exit 4; lateFailUnits -> those units fail
 #                after s-t-c returned 0 (a service that crashes a moment after it started).
-#   boot|switch  the boot entry $FAKE_ROOT/boot/default -> this system. The profile is never touched
+#   boot|switch  the boot entry $FAKE_ROOT/boot/default -> this system (failBoot: "Failed to install
+#                bootloader", exit 1, entry unchanged). The profile is never touched
 #                (callers set it with nix-env, as on NixOS).
 # Every call appends "<action> <self> <exit>" to $FAKE_ROOT/switch.log.
 set -u
@@ -22,6 +23,10 @@ case $action in
   *) echo "Usage: $0 [switch|boot|test]" >&2; exit 1 ;;
 esac
 mkdir -p "$root/run" "$root/boot" "$root/systemd/state"
+if [ "$action" != test ] && [ "$(fault failBoot)" = 1 ]; then
+  echo "Failed to install bootloader" >&2
+  finish 1
+fi
 if [ "$action" != test ]; then
   if ! { ln -sfn "$self" "$root/boot/.new" && mv -Tf "$root/boot/.new" "$root/boot/default"; }; then finish 1; fi
 fi
