@@ -111,3 +111,23 @@ describe("status", () => {
     expect(none.stderr).toMatch(/no status record yet/);
   });
 });
+
+describe("interrupted activation", () => {
+  it("an activator stopped while awaiting confirmation re-activates the previous system before it ends", async () => {
+    const h = makeHost({}, { AUTO_UPGRADE_CONFIRM_TIMEOUT: "60" });
+    const before = systemState(h);
+    writeHostConfig(h, { version: "2" });
+    commitAsOwner(h);
+    const d = await push(h);
+    expect(d.code, d.stderr).toBe(0);
+    expect(systemState(h).running).not.toBe(before.running);
+    const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
+    process.kill(pid, "SIGTERM");
+    await waitFor("the activator to end", () => status(h).result !== "running", 20_000);
+    expect(status(h)).toMatchObject({ result: "rolled-back" });
+    expect(status(h).message).toMatch(/interrupted .* during awaiting-confirmation/);
+    expect(systemState(h)).toEqual(before);
+    expect(fs.existsSync(leaseFile(h.state))).toBe(false);
+    expect((await confirm(h, d.token)).code).toBe(1);
+  });
+});

@@ -293,7 +293,7 @@ lease_release() {
 
 # ----------------------------------------------------------------------------------------------- tools
 
-CHILD="" TICKER="" STAGE=""
+CHILD="" TICKER="" STAGE="" IN_FLIGHT=false PREV=""
 
 # Runs a tool bounded by $1 seconds, output captured in $OUT (never on our stdout). While it runs, push and
 # confirm write a progress line every 15 s: if the SSH session is gone that write fails (EPIPE) and the
@@ -574,6 +574,7 @@ health_gate() {
 # Re-activates the system that ran before; profile and boot entry were never moved.
 rollback() {
   local why=$1
+  IN_FLIGHT=false
   log "=== Activation of $P ROLLED BACK: $why ==="
   PHASE=activate
   write_status running "rolling back: $why"
@@ -599,6 +600,7 @@ activate_safely() {
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
   enter activate "Activating $P (switch-to-configuration test)"
   local rc=0
+  IN_FLIGHT=true
   run_tool "$SWITCH_TIMEOUT" "$P/bin/switch-to-configuration" test || rc=$?
   if ((rc != 0)); then
     report_output switch-to-configuration "$OUT" true
@@ -635,6 +637,7 @@ activate_safely() {
     fi
     rollback "$why"
   fi
+  IN_FLIGHT=false
   if ! run_tool "$SWITCH_TIMEOUT" nix-store --realise "$P" --add-root "$GOLDEN" --indirect; then
     report_output nix-store "$OUT"
     warn "could not GC-root the golden system $P at $GOLDEN: $(summary_of "$OUT")"
@@ -716,7 +719,16 @@ on_exit() {
   [[ -z $CHILD ]] || { kill -TERM "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; }
   if [[ $FINAL != true && -n $LEASE_OWNER && $(lease_field pid) == "$$" && $(status_field result) == running ]]; then
     exec 2>/dev/null
-    write_status failed "interrupted (exit $rc) during $PHASE" || true
+    if [[ $IN_FLIGHT == true ]]; then
+      # Stopped between `test` and the profile: the host must not stay half on the new system.
+      local how="re-activated $PREV"
+      [[ -n $PREV ]] && timeout -k 10 "$SWITCH_TIMEOUT" "$PREV/bin/switch-to-configuration" test >"$OUT" 2>&1 </dev/null || how="re-activating ${PREV:-the previous system} FAILED"
+      report_output "switch-to-configuration (rollback)" "$OUT"
+      log "=== interrupted during $PHASE: ROLLED BACK ($how) ==="
+      write_status rolled-back "ROLLED BACK: interrupted (exit $rc) during $PHASE ($how; profile and boot entry untouched)" || true
+    else
+      write_status failed "interrupted (exit $rc) during $PHASE" || true
+    fi
   fi
   lease_release
   [[ -z ${OUT:-} ]] || rm -f -- "$OUT"
