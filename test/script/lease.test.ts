@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, status, systemState, timer, waitFor, writeHostConfig, run, SCRIPT } from "./harness";
+import { BOOTSTRAP, bundle, cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, pushFiles, run, SCRIPT, status, systemState, timer, waitFor, writeHostConfig } from "./harness";
 
 afterEach(cleanupHosts);
 
@@ -130,4 +130,23 @@ describe("interrupted activation", () => {
     expect(fs.existsSync(leaseFile(h.state))).toBe(false);
     expect((await confirm(h, d.token)).code).toBe(1);
   });
+});
+
+describe("SSH session gone", () => {
+  it("a push whose stderr is gone (the SSH session died) notices at its next progress line, stops the build and releases", async () => {
+    const h = makeHost();
+    writeHostConfig(h, { version: "2", buildSleep: 60 });
+    commitAsOwner(h);
+    const child = spawn("bash", ["-c", fs.readFileSync(BOOTSTRAP, "utf8"), "nixfleet-push"], { env: h.env, stdio: ["pipe", "pipe", "pipe"] });
+    child.stdin.end(bundle(pushFiles(h)));
+    child.stdout.resume();
+    await waitFor("validate to start", () => fs.existsSync(path.join(h.state, "status.json")) && status(h).phase === "validate", 20_000);
+    // What sshd does when the client is gone: the session's pipes close.
+    child.stderr.destroy();
+    child.stdout.destroy();
+    await waitFor("the push to notice (progress line every 15 s)", () => status(h).result === "failed", 40_000);
+    expect(status(h).message).toMatch(/interrupted .* during validate/);
+    expect(fs.existsSync(leaseFile(h.state))).toBe(false);
+    expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
+  }, 90_000);
 });
