@@ -55,7 +55,7 @@ export const sha256 = (s: string | Buffer) => createHash("sha256").update(s).dig
 
 /** A Nix string literal: `\`, `"` and `${` escaped, every other byte literal (Nix has no `\u` escapes). */
 const nixStr = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`).replace(/\$\{/g, "\\${")}"`;
-export const nixAttrs = (o: Record<string, unknown>) =>
+export const nixAttrs = (o: Record<string, unknown>): string =>
   `{\n${Object.entries(o)
     .map(([k, v]) => `  ${nixStr(k)} = ${typeof v === "string" ? nixStr(v) : Array.isArray(v) ? `[ ${v.map((x) => nixStr(String(x))).join(" ")} ]` : typeof v === "object" ? nixAttrs(v as Record<string, unknown>) : String(v)};`)
     .join("\n")}\n}\n`;

@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, golden, HOST, journal, makeHost, push, rootOwned, SCRIPT_REL, status, systemState, validated, waitFor, writeHostConfig } from "./harness";
+import { cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, SCRIPT_REL, status, systemState, validated, writeHostConfig } from "./harness";
 
 afterEach(cleanupHosts);
 
