@@ -102,5 +102,11 @@ describe("commit-back", () => {
     expect(status(h).warnings.join(" ")).toMatch(/roles\/form-desktop\.nix was edited on the host/);
     expect(fs.readFileSync(path.join(h.cfg, ROLE), "utf8")).toContain("local tweak");
     expect(rootOwned(h.cfg)).toEqual([]);
+
+    // Moving the managed file away (the refusal's advice) is not a deletion to commit back either.
+    fs.renameSync(path.join(h.cfg, ROLE), path.join(h.cfg, `${ROLE}.mine`));
+    const r2 = await timer(h);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(gitAs(h.origin, "show", `main:${ROLE}`)).toBe("{ }");
   });
 });

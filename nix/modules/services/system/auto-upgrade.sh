@@ -397,7 +397,8 @@ start_hooks() {
 # Timer: fetch, then fast-forward. A checkout ahead of the remote (unpushed commit-back commits) stays as
 # it is; a diverged one is rebased only on a commit-back host (its own commits), never reset.
 pull() {
-  enter pull "Pulling $REMOTE $BRANCH"
+  # The contract's phase for getting the config is "files" (push: installing them; timer: git pull).
+  enter files "Pulling $REMOTE $BRANCH"
   if ! run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" fetch --quiet -- "$REMOTE" "$BRANCH"; then
     report_output git "$OUT"
     warn "cannot fetch $REMOTE $BRANCH ($(summary_of "$OUT")); building the checkout as it is"
@@ -689,7 +690,8 @@ unstage_host_edits() {
   while IFS= read -r rec; do
     rel=${rec#"$STATE_DIR/pushed/"}
     rel=${rel%.sha256}
-    sha=$(git_owner show ":$rel" 2>/dev/null | sha256sum | cut -d' ' -f1) || continue
+    # Not in the index: deleted (e.g. moved away to .mine): a host edit too, never committed back.
+    sha=$(git_owner show ":$rel" 2>/dev/null | sha256sum | cut -d' ' -f1) || sha=absent
     if [[ $sha != "$(cat -- "$rec")" ]] && ! git_owner diff --cached --quiet -- "$rel"; then
       git_owner reset --quiet -- "$rel" || true
       warn "commit-back: $rel was edited on the host; nixfleet manages it, so the edit is not committed back"
