@@ -150,3 +150,19 @@ describe("SSH session gone", () => {
     expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
   }, 90_000);
 });
+
+describe("activator killed hard", () => {
+  it("deploy does not wait out its bound for an activator that died (SIGKILL): it fails naming the phase", async () => {
+    const h = makeHost({}, { AUTO_UPGRADE_HEALTH_UNITS: "slow.service" });
+    writeHostConfig(h, { version: "2", units: { "slow.service": "sleep 5" } });
+    commitAsOwner(h);
+    const p = push(h);
+    await waitFor("the health gate", () => fs.existsSync(path.join(h.state, "status.json")) && status(h).phase === "health", 20_000);
+    const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
+    process.kill(pid, "SIGKILL");
+    const d = await p;
+    expect(d.code).toBe(1);
+    expect(d.stderr).toMatch(new RegExp(`the activator \\(pid ${pid}\\) died during health`));
+    expect(status(h)).toMatchObject({ result: "failed" });
+  });
+});

@@ -812,7 +812,7 @@ start_activator() {
     report_output systemd-run "$OUT" true
     fail "systemd-run of the activator: $(summary_of "$OUT")"
   fi
-  local end=$((SECONDS + SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) tick=$SECONDS r ph
+  local end=$((SECONDS + SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) tick=$SECONDS started=$SECONDS r ph holder
   while :; do
     r=$(status_field result) ph=$(status_field phase)
     if [[ $(status_field rollout) == "$ROLLOUT" ]]; then
@@ -824,6 +824,13 @@ start_activator() {
       fi
     fi
     ((SECONDS < end)) || fail "the activator did not reach the confirmation step within $((SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) s (phase $ph)"
+    # The activator takes the lease over when it starts; one that never starts or dies is not waited for.
+    holder=$(lease_field pid)
+    if [[ $holder == "$$" ]] && ((SECONDS - started > 30)); then
+      fail "the activator did not start within 30 s (journalctl -u auto-upgrade-activate-$ROLLOUT)"
+    elif [[ $holder != "$$" ]] && ! pid_alive "$holder" && [[ $(status_field result) == running ]]; then
+      fail "the activator (pid ${holder:-?}) died during $ph (journalctl -u auto-upgrade-activate-$ROLLOUT)"
+    fi
     if ((SECONDS - tick >= 15)); then progress "activating: $ph"; tick=$SECONDS; fi
     sleep 0.5
   done
