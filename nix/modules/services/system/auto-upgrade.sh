@@ -16,6 +16,15 @@
 # Only stock NixOS tools (bash coreutils util-linux systemd nix git gnugrep gnused findutils gzip): no jq
 # (JSON is written by json_str below), no nh. Stdout is machine output only; stderr gets `=== … ===` lines
 # and short progress; full tool output goes to the journal (`logger -t auto-upgrade`).
+#
+# Bounds: every tool runs under `timeout` with its phase's AUTO_UPGRADE_*_TIMEOUT; the health gate as a whole
+# under HEALTH_TIMEOUT; the confirmation wait under CONFIRM_TIMEOUT; a push waits at most LEASE_WAIT for
+# another rollout's lease. The lease's expiry is renewed at each phase to that phase's bound + 60 s.
+# Push/confirm print a progress line every 15 s while waiting: a dead SSH session (EPIPE) ends them.
+# A push is handed its rollout token by the bootstrap (NIXFLEET_ROLLOUT); the activator runs from a
+# root-owned copy of this script in $STATE_DIR, never from the user's checkout.
+# AUTO_UPGRADE_VALIDATE=false changes nothing: activation needs a built store path, so the build always
+# comes first (safe activation needs the path; there is no "switch without validating" any more).
 set -euo pipefail
 shopt -s inherit_errexit
 umask 022
