@@ -1,105 +1,117 @@
 #!/usr/bin/env bash
-# nixfleet auto-upgrade: pre-update hooks, git pull, build validation, switch to exactly the validated
-# build, optional commit-back.
+# nixfleet auto-upgrade: the host side of docs/rollout-v2.md (sections 1-5). One script, both modes.
 #
-# One script serves both modes (docs/architecture.md, "The upgrade script"):
-#   pull mode: the systemd service runs `auto-upgrade run` (built with pkgs.writeShellApplication);
-#   push mode: Pulumi runs `bash <checkout>/modules/services/system/auto-upgrade.sh <step>` per step.
+#   auto-upgrade run               timer: lease, hooks check, git pull, validate, safe activation, commit-back
+#   auto-upgrade push STAGE        push session 1 (exec'd by nix/push-bootstrap.sh): lease, file install,
+#                                  hooks, validate, settings check, then the detached activator; stdout is
+#                                  one JSON line {"rollout","validatedPath","action","needsReboot"}
+#   auto-upgrade activate TOKEN    the detached activator (systemd-run): test, health gate, confirmation,
+#                                  profile + boot entry, golden root, commit-back
+#   auto-upgrade confirm TOKEN     push session 2: confirms, waits for the activator, prints status.json
+#   auto-upgrade status [DIR]      prints status.json; needs no settings (DIR or $AUTO_UPGRADE_STATE_DIR)
 #
-# Usage: auto-upgrade [hooks|pull|validate|switch [STORE_PATH]|commit|run|status]   (default: run)
+# Safe activation: `switch-to-configuration test` -> health gate -> [push: confirmation] -> profile ->
+# `switch-to-configuration boot`. Any failure before the profile moved re-activates the system that ran
+# before (its own switch-to-configuration test); profile and boot entry stay as they were.
+# Only stock NixOS tools (bash coreutils util-linux systemd nix git gnugrep gnused findutils gzip): no jq
+# (JSON is written by json_str below), no nh. Stdout is machine output only; stderr gets `=== … ===` lines
+# and short progress; full tool output goes to the journal (`logger -t auto-upgrade`).
 #
-# Settings come only from AUTO_UPGRADE_* environment variables (validated below; exit 2 on bad settings).
-# Stdout carries machine output only (a store path, or status.json); logs go to stderr and
-# `logger -t auto-upgrade`. Every step except `status` rewrites $AUTO_UPGRADE_STATE_DIR/status.json.
-# Only coreutils, git, jq, nh, nix, util-linux and systemd are used: the writeShellApplication runtimeInputs.
-
-# writeShellApplication prepends the same options; kept so `bash auto-upgrade.sh` behaves identically.
+# Bounds: every tool runs under `timeout` with its phase's AUTO_UPGRADE_*_TIMEOUT; the health gate as a whole
+# under HEALTH_TIMEOUT; the confirmation wait under CONFIRM_TIMEOUT; a push waits at most LEASE_WAIT for
+# another rollout's lease. The lease's expiry is renewed at each phase to that phase's bound + 60 s.
+# Push/confirm print a progress line every 15 s while waiting: a dead SSH session (EPIPE) ends them.
+# A push is handed its rollout token by the bootstrap (NIXFLEET_ROLLOUT); the activator runs from a
+# root-owned copy of this script in $STATE_DIR, never from the user's checkout.
+# AUTO_UPGRADE_VALIDATE=false changes nothing: activation needs a built store path, so the build always
+# comes first (safe activation needs the path; there is no "switch without validating" any more).
 set -euo pipefail
-# ERR traps in functions too, so an unexpected failure is recorded with where it happened.
-set -o errtrace
+shopt -s inherit_errexit
+umask 022
 
-readonly STEPS=(hooks pull validate switch commit run status)
-# systemd unit names: prefix[@instance].type, characters systemd allows (backslash for \x2d escapes),
-# no leading '-'. The values are checked upstream too; re-checked here because they reach systemctl.
-# (Regexes are the one unquoted expansion: `[[ x =~ "$re" ]]` would match the text literally.)
+readonly SELF=${BASH_SOURCE[0]}
 readonly UNIT_RE='^[A-Za-z0-9:_.\\][-A-Za-z0-9:_.\\]*(@[-A-Za-z0-9:_.\\]*)?\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)$'
 readonly USER_RE='^[A-Za-z0-9_][-A-Za-z0-9_.]*[$]?$'
+readonly HOST_RE='^[A-Za-z0-9_][-A-Za-z0-9_.]*$'
+readonly TOKEN_RE='^[0-9a-f]{16}(-r[0-9]{1,6})?$'
+readonly REL_RE='^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$'
+readonly NIX_FLAGS=(--extra-experimental-features 'nix-command flakes')
+# Longest tool output line echoed to stderr: the real command provider hangs on a line over 64 KiB.
+readonly ECHO_CUT=400
 
-# ---------------------------------------------------------------------------------------------------------
-# Logging: stderr and the journal. Never stdout (reserved for machine output).
+# ----------------------------------------------------------------------------------------------- output
 
 log() {
-  local msg=$1
-  printf '%s\n' "$msg" >&2
-  # A missing syslog socket must not abort an upgrade half way; the line is on stderr anyway.
-  logger -t auto-upgrade -- "$msg" 2>/dev/null || true
+  printf '%s\n' "${1:0:2000}" >&2 || true
+  logger -t auto-upgrade -- "${1:0:8000}" 2>/dev/null || true
 }
 
-# Tool output already went to stderr live; this copies its tail into the journal when a step fails,
-# so `journalctl -t auto-upgrade` alone explains the failure (push mode's stderr is not in the journal).
-journal_output() {
-  local prefix=$1 line
-  while IFS= read -r line; do
-    logger -t auto-upgrade -- "$prefix: $line" 2>/dev/null || true
-  done < <(tail -n 40 -- "$OUTPUT_FILE")
-}
-
-# Last few non-empty lines of the captured output on one line, for `=== … ===` lines and status.json.
-output_summary() {
-  local line summary=""
-  while IFS= read -r line; do
-    [[ -n "$line" ]] || continue
-    summary+="${summary:+ | }$line"
-  done < <(tail -n 3 -- "$OUTPUT_FILE")
-  printf '%s' "$summary"
-}
-
-# Runs a command with stdout and stderr both sent to our stderr (stdout stays machine-only), keeping a
-# copy in $OUTPUT_FILE for the failure message. Returns the command's status (pipefail).
-# The lock fd (9) is closed for the command so nothing it leaves running can hold the lock.
-run_captured() {
-  : >"$OUTPUT_FILE"
-  "$@" 9>&- 2>&1 | tee -- "$OUTPUT_FILE" >&2
-}
-
-usage_error() {
-  log "auto-upgrade: $1"
-  log "usage: auto-upgrade [hooks|pull|validate|switch [STORE_PATH]|commit|run|status] (default: run)"
-  exit 2
-}
-
-# ---------------------------------------------------------------------------------------------------------
-# Settings
-
-SETTING_ERRORS=()
-setting_error() { SETTING_ERRORS+=("$1"); }
-
-require_bool() {
-  local name=$1 value=$2
-  if [[ "$value" != true && "$value" != false ]]; then
-    setting_error "$name must be exactly 'true' or 'false', got '$value'"
+# JSON string literal of $1: quotes, backslashes and every control character escaped; other bytes
+# (UTF-8 included) pass through. Bash strings cannot hold NUL, so there is none to escape.
+json_str() {
+  local s=$1 i c r
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\n'/\\n}
+  s=${s//$'\r'/\\r}
+  s=${s//$'\t'/\\t}
+  s=${s//$'\b'/\\b}
+  s=${s//$'\f'/\\f}
+  if [[ $s == *[$'\x01'-$'\x1f']* ]]; then
+    for ((i = 1; i < 32; i++)); do
+      # shellcheck disable=SC2059 # the format is built from a number: it is \xNN, nothing else
+      printf -v c "\\x$(printf %02x "$i")"
+      printf -v r '\\u%04x' "$i"
+      s=${s//"$c"/"$r"}
+    done
   fi
+  printf '"%s"' "$s"
 }
 
-require_absolute() {
-  local name=$1 value=$2
-  if [[ "$value" != /* ]]; then
-    setting_error "$name must be an absolute path (starting with /), got '$value'"
-  fi
+json_or_null() { if [[ -n $1 ]]; then json_str "$1"; else printf null; fi; }
+
+# Sends a tool's captured output to the journal and, cut short, its tail to stderr.
+report_output() {
+  local what=$1 file=$2 echo=${3:-false}
+  [[ -s $file ]] || return 0
+  sed "s/^/$what: /" -- "$file" | logger -t auto-upgrade 2>/dev/null || true
+  if [[ $echo == true ]]; then tail -n 15 -- "$file" | cut -c "1-$ECHO_CUT" >&2 || true; fi
 }
 
-# Splits on spaces only (no globbing, no other expansion) into the array named by $2, checking each unit.
+# The last non-empty lines of a tool's output on one line, for messages.
+summary_of() {
+  local file=$1 line out=""
+  while IFS= read -r line; do
+    [[ -n ${line//[[:space:]]/} ]] && out+="${out:+ | }${line:0:$ECHO_CUT}"
+  done < <(tail -n 3 -- "$file" 2>/dev/null)
+  printf '%s' "$out"
+}
+
+# ----------------------------------------------------------------------------------------------- settings
+
+ERRORS=()
+bad() { ERRORS+=("$1"); }
+
+check_bool() { [[ $2 == true || $2 == false ]] || bad "$1 must be 'true' or 'false', got '${2:0:100}'"; }
+check_int() { [[ $2 =~ ^[1-9][0-9]{0,6}$ ]] || bad "$1 must be a whole number of seconds (1-9999999), got '${2:0:100}'"; }
+check_abs() { [[ $2 == /* && ! $2 =~ (^|/)\.\.(/|$) ]] || bad "$1 must be an absolute path without '..', got '${2:0:200}'"; }
+
 split_units() {
   local name=$1 value=$2 unit
-  local -n out=$3
-  out=()
-  # read -d '' consumes the whole value, newlines included, so a newline cannot hide a second name.
-  IFS=' ' read -r -d '' -a out < <(printf '%s' "$value") || true
-  for unit in "${out[@]}"; do
-    if [[ ${#unit} -gt 255 || ! "$unit" =~ $UNIT_RE ]]; then
-      setting_error "$name: '$unit' is not a systemd unit name (expected e.g. chezmoi-pre-update.service: letters, digits, ':', '-', '_', '.', '\\', optional @instance, a unit type suffix)"
-    fi
+  local -n into=$3
+  into=()
+  IFS=' ' read -r -d '' -a into < <(printf '%s' "$value") || true
+  for unit in "${into[@]}"; do
+    [[ ${#unit} -le 255 && $unit =~ $UNIT_RE ]] ||
+      bad "$name: '${unit:0:100}' is not a systemd unit name (e.g. chezmoi-pre-update.service: letters, digits, ':', '-', '_', '.', optional @instance, a unit type suffix)"
   done
+}
+
+listed() {
+  local needle=$1 x
+  shift
+  for x; do [[ $x == "$needle" ]] && return 0; done
+  return 1
 }
 
 load_settings() {
@@ -110,396 +122,805 @@ load_settings() {
   BRANCH=${AUTO_UPGRADE_BRANCH:-main}
   VALIDATE=${AUTO_UPGRADE_VALIDATE:-true}
   COMMIT=${AUTO_UPGRADE_COMMIT:-false}
-  PROFILE=${AUTO_UPGRADE_PROFILE:-/nix/var/nix/profiles/system}
   STATE_DIR=${AUTO_UPGRADE_STATE_DIR:-/var/lib/auto-upgrade}
-  HOOKS=()
-  REQUIRED_HOOKS=()
+  HEALTH_CHECK=${AUTO_UPGRADE_HEALTH_CHECK:-true}
+  HEALTH_TIMEOUT=${AUTO_UPGRADE_HEALTH_TIMEOUT:-120}
+  CONFIRM_TIMEOUT=${AUTO_UPGRADE_CONFIRM_TIMEOUT:-30}
+  LEASE_WAIT=${AUTO_UPGRADE_LEASE_WAIT:-120}
+  HOOKS_TIMEOUT=${AUTO_UPGRADE_HOOKS_TIMEOUT:-900}
+  VALIDATE_TIMEOUT=${AUTO_UPGRADE_VALIDATE_TIMEOUT:-3600}
+  SWITCH_TIMEOUT=${AUTO_UPGRADE_SWITCH_TIMEOUT:-600}
+  COMMIT_TIMEOUT=${AUTO_UPGRADE_COMMIT_TIMEOUT:-300}
+  ROOT=${AUTO_UPGRADE_ROOT:-}
 
-  if [[ -z "$CFG" ]]; then
-    setting_error "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)"
-  else
-    require_absolute AUTO_UPGRADE_CONFIG_PATH "$CFG"
-  fi
-  [[ -n "$HOST" ]] || setting_error "AUTO_UPGRADE_FLAKE_HOST is required (the nixosConfigurations.<name> to build)"
-  if [[ -n "$OWNER" && ! "$OWNER" =~ $USER_RE ]]; then
-    setting_error "AUTO_UPGRADE_USER must be a user name (letters, digits, '_', '-', '.'), got '$OWNER'"
-  fi
-  require_bool AUTO_UPGRADE_VALIDATE "$VALIDATE"
-  require_bool AUTO_UPGRADE_COMMIT "$COMMIT"
-  require_absolute AUTO_UPGRADE_PROFILE "$PROFILE"
-  require_absolute AUTO_UPGRADE_STATE_DIR "$STATE_DIR"
+  if [[ -z $CFG ]]; then bad "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)"; else check_abs AUTO_UPGRADE_CONFIG_PATH "$CFG"; fi
+  [[ $HOST =~ $HOST_RE ]] || bad "AUTO_UPGRADE_FLAKE_HOST must name nixosConfigurations.<name> (letters, digits, '-', '_', '.'), got '${HOST:0:100}'"
+  [[ -z $OWNER || $OWNER =~ $USER_RE ]] || bad "AUTO_UPGRADE_USER must be a user name (letters, digits, '_', '-', '.') or empty, got '${OWNER:0:100}'"
+  [[ -n $REMOTE && -n $BRANCH && $REMOTE != -* && $BRANCH != -* ]] || bad "AUTO_UPGRADE_REMOTE and AUTO_UPGRADE_BRANCH must be non-empty and not start with '-'"
+  check_bool AUTO_UPGRADE_VALIDATE "$VALIDATE"
+  check_bool AUTO_UPGRADE_COMMIT "$COMMIT"
+  check_bool AUTO_UPGRADE_HEALTH_CHECK "$HEALTH_CHECK"
+  check_abs AUTO_UPGRADE_STATE_DIR "$STATE_DIR"
+  [[ -z $ROOT ]] || check_abs AUTO_UPGRADE_ROOT "$ROOT"
+  local n
+  for n in HEALTH_TIMEOUT CONFIRM_TIMEOUT LEASE_WAIT HOOKS_TIMEOUT VALIDATE_TIMEOUT SWITCH_TIMEOUT COMMIT_TIMEOUT; do
+    check_int "AUTO_UPGRADE_$n" "${!n}"
+  done
   split_units AUTO_UPGRADE_HOOKS "${AUTO_UPGRADE_HOOKS:-}" HOOKS
   split_units AUTO_UPGRADE_REQUIRED_HOOKS "${AUTO_UPGRADE_REQUIRED_HOOKS:-}" REQUIRED_HOOKS
-  local unit
-  for unit in "${REQUIRED_HOOKS[@]}"; do
-    if ! is_listed "$unit" "${HOOKS[@]}"; then
-      setting_error "AUTO_UPGRADE_REQUIRED_HOOKS: '$unit' is not in AUTO_UPGRADE_HOOKS (required hooks must be a subset)"
-    fi
+  split_units AUTO_UPGRADE_HEALTH_UNITS "${AUTO_UPGRADE_HEALTH_UNITS:-}" HEALTH_UNITS
+  local u
+  for u in "${REQUIRED_HOOKS[@]}"; do
+    listed "$u" "${HOOKS[@]}" || bad "AUTO_UPGRADE_REQUIRED_HOOKS: '$u' is not in AUTO_UPGRADE_HOOKS (required hooks must be a subset)"
   done
-
-  if ((${#SETTING_ERRORS[@]} > 0)); then
-    local err
-    for err in "${SETTING_ERRORS[@]}"; do log "auto-upgrade: invalid settings: $err"; done
+  if ((${#ERRORS[@]})); then
+    local e
+    for e in "${ERRORS[@]}"; do log "auto-upgrade: invalid settings: $e"; done
     exit 2
   fi
-  readonly CFG HOST REMOTE BRANCH VALIDATE COMMIT PROFILE STATE_DIR HOOKS REQUIRED_HOOKS
-  VALIDATED_LINK=$STATE_DIR/validated
+  CURRENT=$ROOT/run/current-system
+  BOOTED=$ROOT/run/booted-system
+  PROFILE=$ROOT/nix/var/nix/profiles/system
   STATUS_FILE=$STATE_DIR/status.json
-  readonly VALIDATED_LINK STATUS_FILE
+  LEASE_FILE=$STATE_DIR/lease
+  VALIDATED=$STATE_DIR/validated
+  GOLDEN=$STATE_DIR/golden
+  mkdir -p -- "$STATE_DIR"
+  chmod 0755 -- "$STATE_DIR"
+  OUT=$(mktemp -- "$STATE_DIR/.output.XXXXXX")
 }
 
-is_listed() {
-  local needle=$1 item
-  shift
-  for item; do [[ "$item" == "$needle" ]] && return 0; done
-  return 1
+# ----------------------------------------------------------------------------------------------- status.json
+
+MODE="" ROLLOUT="" STEP="" PHASE="" RESULT="" NEEDS_REBOOT="" MESSAGE=""
+WARNINGS=()
+
+warn() {
+  WARNINGS+=("${1:0:1000}")
+  log "=== WARNING: $1 ==="
 }
 
-# ---------------------------------------------------------------------------------------------------------
-# Status record and step bookkeeping
+link_target() { readlink -e -- "$1" 2>/dev/null || true; }
 
-CURRENT_STEP=""
-STATUS_FINAL=false
-OUTPUT_FILE=""
-ERR_AT=""
-WARNINGS=""
-
-now_utc() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-
-# Rewrites status.json atomically (temp file in the same directory, then mv), JSON built by jq only.
 write_status() {
-  local result=$1 message=$2 validated current tmp
-  # -e: a dangling link (e.g. a garbage-collected path) reads as null rather than a path that isn't there.
-  validated=$(readlink -e -- "$VALIDATED_LINK") || validated=""
-  current=$(readlink -e -- "$PROFILE") || current=""
-  tmp=$(mktemp -- "$STATE_DIR/status.json.XXXXXX")
-  jq -n \
-    --arg host "$HOST" \
-    --arg lastRun "$(now_utc)" \
-    --arg step "$CURRENT_STEP" \
-    --arg result "$result" \
-    --arg validatedPath "$validated" \
-    --arg currentSystem "$current" \
-    --arg message "$message" \
-    '{host: $host, lastRun: $lastRun, step: $step, result: $result,
-      validatedPath: (if $validatedPath == "" then null else $validatedPath end),
-      currentSystem: (if $currentSystem == "" then null else $currentSystem end),
-      message: $message}' >"$tmp"
-  # mktemp creates 0600; the record holds no secrets and unprivileged tooling may read it.
+  RESULT=$1 MESSAGE=${2:0:4000}
+  local tmp w ws="" reboot=null
+  [[ -z $NEEDS_REBOOT ]] || reboot=$NEEDS_REBOOT
+  for w in "${WARNINGS[@]}"; do ws+="${ws:+,}$(json_str "$w")"; done
+  tmp=$(mktemp -- "$STATUS_FILE.XXXXXX")
+  {
+    printf '{"host":%s,"mode":%s,"rollout":%s,"lastRun":%s,"step":%s,"phase":%s,"result":%s,"message":%s,' \
+      "$(json_str "$HOST")" "$(json_or_null "$MODE")" "$(json_or_null "$ROLLOUT")" "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" \
+      "$(json_str "$STEP")" "$(json_str "$PHASE")" "$(json_str "$RESULT")" "$(json_str "$MESSAGE")"
+    printf '"validatedPath":%s,"runningSystem":%s,"profileSystem":%s,"bootedSystem":%s,"goldenPath":%s,"needsReboot":%s,"warnings":[%s]}\n' \
+      "$(json_or_null "$(link_target "$VALIDATED")")" "$(json_or_null "$(link_target "$CURRENT")")" \
+      "$(json_or_null "$(link_target "$PROFILE")")" "$(json_or_null "$(link_target "$BOOTED")")" \
+      "$(json_or_null "$(link_target "$GOLDEN")")" "$reboot" "$ws"
+  } >"$tmp"
   chmod 0644 -- "$tmp"
   mv -f -- "$tmp" "$STATUS_FILE"
 }
 
-begin_step() {
-  CURRENT_STEP=$1
+# A field of our own status.json (string fields we wrote: an escaped value never contains `":"`).
+status_field() {
+  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" -- "$STATUS_FILE" 2>/dev/null || true
+}
+
+# The message of our own status.json, still JSON-escaped (enough for a log line).
+status_message() { sed -n 's/.*"message":"\(\([^"\\]\|\\.\)*\)".*/\1/p' -- "$STATUS_FILE" 2>/dev/null | cut -c "1-$ECHO_CUT"; }
+
+enter() {
+  PHASE=$1
   log "=== $2 ==="
   write_status running "$2"
+  lease_renew
 }
 
-step_succeeded() {
-  log "=== $1 ==="
-  write_status success "$1"
-}
-
-# Logs `=== <message> ===`, records the failure and exits 1.
+# A failure before anything was activated: nothing changed on the host.
 fail() {
-  log "=== $1 ==="
-  write_status failed "$1"
-  STATUS_FINAL=true
+  log "=== $PHASE FAILED: $1 ==="
+  write_status failed "$PHASE FAILED: $1"
+  FINAL=true
   exit 1
 }
 
-on_exit() {
-  local rc=$?
-  if ((rc != 0)) && [[ "$STATUS_FINAL" != true && -n "$CURRENT_STEP" ]]; then
-    STATUS_FINAL=true
-    log "=== Step $CURRENT_STEP FAILED unexpectedly (exit $rc${ERR_AT:+, $ERR_AT}) ==="
-    write_status failed "unexpected failure in step $CURRENT_STEP (exit $rc${ERR_AT:+, $ERR_AT})" || true
-  fi
-  [[ -z "$OUTPUT_FILE" ]] || rm -f -- "$OUTPUT_FILE"
+# ----------------------------------------------------------------------------------------------- lease
+
+# Lease file: `owner=<push:T|timer:PID> pid=<pid> expires=<epoch>`, read and written under `flock lock`.
+LEASE_OWNER="" FINAL=false
+
+with_lock() {
+  local rc=0
+  exec 8>>"$STATE_DIR/lock"
+  flock -w 30 8 || { log "auto-upgrade: $STATE_DIR/lock stayed locked for 30 s"; return 1; }
+  "$@" || rc=$?
+  exec 8>&-
   return "$rc"
 }
 
-# ---------------------------------------------------------------------------------------------------------
-# Git, always as the owner of the checkout: root-run git on a user's repo fails with "dubious ownership"
-# and would leave root-owned files in the user's checkout.
+lease_field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" -- "$LEASE_FILE" 2>/dev/null || true; }
 
-require_checkout() {
-  [[ -d "$CFG" ]] || fail "$CURRENT_STEP FAILED: AUTO_UPGRADE_CONFIG_PATH $CFG is not a directory"
+lease_live() {
+  local pid expires
+  [[ -s $LEASE_FILE ]] || return 1
+  pid=$(lease_field pid) expires=$(lease_field expires)
+  [[ $pid =~ ^[0-9]+$ && $expires =~ ^[0-9]+$ ]] || return 1
+  ((expires > $(date +%s))) && pid_alive "$pid"
 }
+
+# A zombie is dead too (its parent has not reaped it yet).
+pid_alive() {
+  local st
+  st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [[ -n $st && $st != Z ]]
+}
+
+write_lease() {
+  printf 'owner=%s pid=%s expires=%s\n' "$1" "$2" "$(($(date +%s) + $3))" >"$LEASE_FILE.new"
+  mv -f -- "$LEASE_FILE.new" "$LEASE_FILE"
+}
+
+# A lease that is not live is stale: its "running" status (if any) is rewritten as failed.
+reclaim_stale() {
+  local pid
+  pid=$(lease_field pid)
+  pid=${pid:-unknown}
+  if [[ $(status_field result) == running ]]; then
+    local saved_phase=$PHASE saved_step=$STEP saved_mode=$MODE saved_rollout=$ROLLOUT
+    PHASE=$(status_field phase) STEP=$(status_field step) MODE=$(status_field mode) ROLLOUT=$(status_field rollout)
+    log "=== previous run (pid $pid) died during $PHASE: lease reclaimed ==="
+    write_status failed "previous run (pid $pid) died during $PHASE"
+    PHASE=$saved_phase STEP=$saved_step MODE=$saved_mode ROLLOUT=$saved_rollout
+  fi
+  rm -f -- "$LEASE_FILE"
+}
+
+# Takes the lease for owner $1 unless a live one is held (return 1).
+try_lease() {
+  if lease_live; then return 1; fi
+  reclaim_stale
+  write_lease "$1" "$$" "$2"
+  LEASE_OWNER=$1
+}
+
+# The activator takes over its own push's lease (its pid becomes the holder).
+takeover_lease() {
+  [[ $(lease_field owner) == "$1" ]] || return 1
+  write_lease "$1" "$$" "$2"
+  LEASE_OWNER=$1
+}
+
+lease_renew_locked() { [[ $(lease_field owner) == "$LEASE_OWNER" && $(lease_field pid) == "$$" ]] && write_lease "$LEASE_OWNER" "$$" "$LEASE_TTL"; }
+lease_release_locked() { if [[ $(lease_field owner) == "$LEASE_OWNER" && $(lease_field pid) == "$$" ]]; then rm -f -- "$LEASE_FILE"; fi; }
+
+# Heartbeat: each phase renews the lease for its own bound plus a margin.
+LEASE_TTL=120
+lease_renew() { [[ -z $LEASE_OWNER ]] || with_lock lease_renew_locked || true; }
+lease_release() {
+  [[ -z $LEASE_OWNER ]] || with_lock lease_release_locked || true
+  LEASE_OWNER=""
+}
+
+# ----------------------------------------------------------------------------------------------- tools
+
+CHILD="" TICKER="" STAGE="" IN_FLIGHT=false PREV=""
+
+# Runs a tool bounded by $1 seconds, output captured in $OUT (never on our stdout). While it runs, push and
+# confirm write a progress line every 15 s: if the SSH session is gone that write fails (EPIPE) and the
+# ticker stops this process, which then releases the lease.
+run_tool() {
+  local bound=$1 rc=0
+  shift
+  : >"$OUT"
+  timeout -k 10 "$bound" "$@" </dev/null >"$OUT" 2>&1 8>&- &
+  CHILD=$!
+  start_ticker
+  wait "$CHILD" || rc=$?
+  stop_ticker
+  CHILD=""
+  ((rc != 124)) || printf '%s\n' "(timed out after $bound s)" >>"$OUT"
+  return "$rc"
+}
+
+start_ticker() {
+  [[ $STEP == push || $STEP == confirm ]] || return 0
+  local what=$PHASE main=$$ t0=$SECONDS
+  (
+    trap '' PIPE
+    # sleep must not hold our stderr: an SSH session ends only when every holder closed it.
+    while sleep 15 >/dev/null 2>&1; do
+      printf 'auto-upgrade: %s running for %s s\n' "$what" "$((SECONDS - t0))" >&2 || kill -TERM "$main"
+    done
+  ) &
+  TICKER=$!
+}
+
+stop_ticker() {
+  [[ -z $TICKER ]] || { kill "$TICKER" 2>/dev/null || true; wait "$TICKER" 2>/dev/null || true; }
+  TICKER=""
+}
+
+# A heartbeat while polling (push follows the activator, confirm waits for it): EPIPE ends the process.
+progress() { printf 'auto-upgrade: %s\n' "$1" >&2; }
 
 resolve_owner() {
-  if [[ -z "$OWNER" ]]; then
-    OWNER=$(stat -c %U -- "$CFG") || fail "$CURRENT_STEP FAILED: cannot read the owner of $CFG"
-  fi
+  [[ -d $CFG ]] || fail "$CFG (AUTO_UPGRADE_CONFIG_PATH) is not a directory"
+  [[ -n $OWNER ]] || OWNER=$(stat -c %U -- "$CFG")
+  GROUP=$(id -gn -- "$OWNER") || fail "user $OWNER (owner of $CFG) does not exist"
+  OWNER_HOME=$(home_of "$OWNER")
   ME=$(id -un)
-}
-
-git_as_owner() {
-  if [[ "$OWNER" == "$ME" ]]; then
-    git -C "$CFG" "$@"
+  if [[ $OWNER == "$ME" ]]; then
+    GIT=(git -C "$CFG")
   else
-    runuser -u "$OWNER" -- git -C "$CFG" "$@"
+    GIT=(runuser -u "$OWNER" -- env HOME="$OWNER_HOME" git -C "$CFG")
   fi
 }
 
-# ---------------------------------------------------------------------------------------------------------
-# Steps
+# git as the checkout's owner: root never writes into a user's checkout, and no "dubious ownership".
+# The owner's home, for git's config and ssh keys. getent is not on the service's PATH on NixOS (glibc.bin
+# is not in its runtime): fall back to /etc/passwd, where NixOS writes its users.
+home_of() {
+  local line
+  if command -v getent >/dev/null; then
+    line=$(getent passwd -- "$1") || line=""
+  else
+    line=$(grep -F -- "$1:" /etc/passwd | grep -m 1 -E "^${1//[.$]/\\&}:") || line=""
+  fi
+  line=$(cut -d: -f6 <<<"$line")
+  printf '%s' "${line:-/}"
+}
 
-# Push mode: start each hook in order; a missing unit is skipped with a warning unless it is required.
-step_hooks() {
-  begin_step hooks "Running pre-update hooks"
-  local hook
-  for hook in "${HOOKS[@]}"; do
-    if ! systemctl cat -- "$hook" >/dev/null 2>&1; then
-      if is_listed "$hook" "${REQUIRED_HOOKS[@]}"; then
-        fail "Pre-update hook $hook FAILED: unit not found and it is required (AUTO_UPGRADE_REQUIRED_HOOKS)"
-      fi
-      log "warning: pre-update hook $hook: unit not found, skipped"
+GIT=()
+git_owner() { "${GIT[@]}" "$@"; }
+
+# ----------------------------------------------------------------------------------------------- phases
+
+check_hooks_ran() {
+  enter hooks "Checking pre-update hooks"
+  local h
+  for h in "${HOOKS[@]}"; do
+    if listed "$h" "${REQUIRED_HOOKS[@]}" && ! systemctl cat -- "$h" >/dev/null 2>&1; then
+      fail "pre-update hook $h: unit not found and it is required (AUTO_UPGRADE_REQUIRED_HOOKS)"
+    fi
+    ! systemctl is-failed --quiet -- "$h" || fail "pre-update hook $h failed"
+  done
+}
+
+start_hooks() {
+  enter hooks "Running pre-update hooks"
+  local h end=$((SECONDS + HOOKS_TIMEOUT)) left
+  for h in "${HOOKS[@]}"; do
+    if ! systemctl cat -- "$h" >/dev/null 2>&1; then
+      listed "$h" "${REQUIRED_HOOKS[@]}" && fail "pre-update hook $h: unit not found and it is required (AUTO_UPGRADE_REQUIRED_HOOKS)"
+      warn "pre-update hook $h: unit not found, skipped"
       continue
     fi
-    log "starting pre-update hook $hook"
-    if ! run_captured systemctl start -- "$hook"; then
-      journal_output systemctl
-      fail "Pre-update hook $hook FAILED"
+    left=$((end - SECONDS))
+    ((left > 0)) || fail "pre-update hooks took longer than AUTO_UPGRADE_HOOKS_TIMEOUT=$HOOKS_TIMEOUT s"
+    if ! run_tool "$left" systemctl start -- "$h"; then
+      report_output "$h" "$OUT" true
+      fail "pre-update hook $h failed: $(summary_of "$OUT")"
     fi
   done
-  step_succeeded "Pre-update hooks PASSED"
 }
 
-# Pull mode: systemd already started the hooks (they are in the service's after/wants), so only check
-# that none failed. A required hook that does not exist fails too: `wants` ignores missing units silently.
-check_hooks_ran() {
-  begin_step hooks "Checking pre-update hooks"
-  local hook
-  for hook in "${HOOKS[@]}"; do
-    if is_listed "$hook" "${REQUIRED_HOOKS[@]}" && ! systemctl cat -- "$hook" >/dev/null 2>&1; then
-      fail "Pre-update hook $hook FAILED: unit not found and it is required (AUTO_UPGRADE_REQUIRED_HOOKS)"
-    fi
-    if systemctl is-failed --quiet -- "$hook"; then
-      fail "Pre-update hook $hook FAILED"
-    fi
-  done
-  step_succeeded "Pre-update hooks PASSED"
-}
-
-# Fast-forward only: never resets, stashes or checks out files, so local edits are never discarded.
-# One exception, for commit-back hosts: commits of an earlier run whose push failed make the checkout
-# diverge from the remote; with a clean tree they are replayed on top (undone on conflict).
-step_pull() {
-  begin_step pull "Pulling config"
-  require_checkout
-  resolve_owner
-  if ! run_captured git_as_owner pull --ff-only -- "$REMOTE" "$BRANCH"; then
-    journal_output git
-    local why
-    why=$(output_summary)
-    if [[ "$COMMIT" == true ]] && has_unpushed_commits && git_as_owner diff --quiet HEAD; then
-      log "git pull --ff-only refused; replaying this host's unpushed commit-back commits onto $REMOTE/$BRANCH"
-      if ! run_captured git_as_owner pull --rebase --no-autostash -- "$REMOTE" "$BRANCH"; then
-        journal_output git
-        why=$(output_summary)
-        git_as_owner rebase --abort >/dev/null 2>&1 || true
-      else
-        step_succeeded "Pulling config PASSED (rebased unpushed commits)"
-        return 0
-      fi
-    fi
-    fail "git pull FAILED ($REMOTE $BRANCH): $why"
+# Timer: fetch, then fast-forward. A checkout ahead of the remote (unpushed commit-back commits) stays as
+# it is; a diverged one is rebased only on a commit-back host (its own commits), never reset.
+pull() {
+  # The contract's phase for getting the config is "files" (push: installing them; timer: git pull).
+  enter files "Pulling $REMOTE $BRANCH"
+  if ! run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" fetch --quiet -- "$REMOTE" "$BRANCH"; then
+    report_output git "$OUT"
+    warn "cannot fetch $REMOTE $BRANCH ($(summary_of "$OUT")); building the checkout as it is"
+    return 0
   fi
-  step_succeeded "Pulling config PASSED"
+  if git_owner merge-base --is-ancestor FETCH_HEAD HEAD; then return 0; fi
+  if git_owner merge-base --is-ancestor HEAD FETCH_HEAD; then
+    run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" merge --ff-only --quiet FETCH_HEAD || { report_output git "$OUT"; fail "git merge --ff-only FETCH_HEAD: $(summary_of "$OUT")"; }
+    return 0
+  fi
+  [[ $COMMIT == true ]] || fail "the checkout $CFG has diverged from $REMOTE/$BRANCH and commit-back is off: reconcile it by hand (git -C $(printf %q "$CFG") status)"
+  rebase_onto_fetched || fail "$REBASE_WHY"
 }
 
-# True when HEAD has commits the remote branch lacks (after the fetch that `pull` just did).
-has_unpushed_commits() {
-  local ahead
-  ahead=$(git_as_owner rev-list --count "FETCH_HEAD..HEAD" 2>/dev/null) || return 1
-  ((ahead > 0))
+# Commit-back host, diverged: replay its own commits on the remote; a conflict is undone and reported.
+rebase_onto_fetched() {
+  if run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" rebase --autostash FETCH_HEAD; then return 0; fi
+  report_output git "$OUT"
+  local files
+  files=$(git_owner diff --name-only --diff-filter=U 2>/dev/null | head -n 5 | tr '\n' ' ') || true
+  git_owner rebase --abort >/dev/null 2>&1 || true
+  REBASE_WHY="commit-back: rebase onto $REMOTE/$BRANCH hit a conflict${files:+ in ${files% }}: resolve it in $CFG as $OWNER (git pull --rebase $REMOTE $BRANCH), then run again"
+  return 1
 }
 
-# nh runs as root, and Nix fetches the flake with git: on a checkout owned by a user that git refuses
-# ("dubious ownership", exit 129; nixpkgs #169193). Trust exactly this checkout, for these calls only.
-nh_trusting_checkout() {
+# The stage's files: every one is checked before any is written (nothing changes on a refusal).
+install_files() {
+  local stage=$1 rel dest want cur rec conflicts=() advice=() mine
+  enter files "Checking and installing files"
+  mapfile -t FILES < <(cd -- "$stage" && find . -type f -printf '%P\n' | LC_ALL=C sort)
+  ((${#FILES[@]})) || fail "the stage $stage holds no files"
+  for rel in "${FILES[@]}"; do
+    [[ $rel =~ $REL_RE && ! $rel =~ (^|/)\.\.?(/|$) ]] || fail "stage file '${rel:0:200}' has a path that is not allowed"
+    dest=$CFG/$rel
+    [[ -e $dest || -L $dest ]] || continue
+    want=$(sha256sum <"$stage/$rel" | cut -d' ' -f1)
+    cur=$(sha256sum <"$dest" | cut -d' ' -f1) || cur=unreadable
+    [[ $cur != "$want" ]] || continue
+    rec=$(cat -- "$STATE_DIR/pushed/$rel.sha256" 2>/dev/null) || rec=""
+    if [[ -z $rec ]]; then
+      conflicts+=("$rel (not written by nixfleet)")
+    elif [[ $cur != "$rec" ]]; then
+      conflicts+=("$rel (edited on the host since nixfleet last wrote it)")
+    else
+      continue
+    fi
+    mine=$dest.mine
+    while [[ -e $mine ]]; do mine=$mine.1; done
+    advice+=("mv $(printf %q "$dest") $(printf %q "$mine")")
+  done
+  if ((${#conflicts[@]})); then
+    local list joined
+    list=$(printf '%s, ' "${conflicts[@]}")
+    joined=$(printf '%s && ' "${advice[@]}")
+    fail "refusing to overwrite: ${list%, }; nothing was changed. To keep your version beside it and take nixfleet's, run: ${joined% && } and run pulumi up again"
+  fi
+  for rel in "${FILES[@]}"; do install_one "$stage" "$rel"; done
+  run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" add -- "${FILES[@]}" || { report_output git "$OUT" true; fail "git add of the installed files: $(summary_of "$OUT")"; }
+}
+
+# Atomic write (temp file + rename in the same directory), owned like the checkout, mode from the stage.
+install_one() {
+  local stage=$1 rel=$2 dir part tmp
+  dir=$CFG
+  part=${rel%/*}
+  if [[ $part != "$rel" ]]; then
+    local seg
+    IFS=/ read -r -a segs <<<"$part"
+    for seg in "${segs[@]}"; do
+      dir=$dir/$seg
+      [[ -d $dir ]] || { mkdir -- "$dir" && chown -- "$OWNER:$GROUP" "$dir"; }
+    done
+  fi
+  tmp=$(mktemp -- "$CFG/$rel.nixfleet.XXXXXX")
+  cat -- "$stage/$rel" >"$tmp"
+  chown -- "$OWNER:$GROUP" "$tmp"
+  chmod --reference="$stage/$rel" -- "$tmp"
+  mv -f -- "$tmp" "$CFG/$rel"
+  mkdir -p -- "$STATE_DIR/pushed/${rel%/*}"
+  sha256sum <"$CFG/$rel" | cut -d' ' -f1 >"$STATE_DIR/pushed/$rel.sha256"
+}
+
+# `nix build` into the `validated` out-link (a GC root). The old link goes first: a failed build must not
+# leave a stale path behind. Nix's own git runs read-only on the user's checkout.
+validate() {
+  enter validate "Build validation of nixosConfigurations.$HOST"
+  [[ $VALIDATE == true ]] || log "AUTO_UPGRADE_VALIDATE=false: the system is still built first (activation needs a store path)"
+  rm -f -- "$VALIDATED"
   local n=${GIT_CONFIG_COUNT:-0}
-  env "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" nh "$@"
+  if ! run_tool "$VALIDATE_TIMEOUT" env GIT_OPTIONAL_LOCKS=0 "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" \
+    nix "${NIX_FLAGS[@]}" build --no-write-lock-file --out-link "$VALIDATED" -- "$CFG#nixosConfigurations.\"$HOST\".config.system.build.toplevel"; then
+    report_output "nix build" "$OUT" true
+    fail "nix build of nixosConfigurations.$HOST: $(summary_of "$OUT")"
+  fi
+  report_output "nix build" "$OUT"
+  P=$(link_target "$VALIDATED")
+  [[ -n $P && -x $P/bin/switch-to-configuration ]] || fail "nix build left no NixOS system at $VALIDATED"
+  NEEDS_REBOOT=$(needs_reboot "$P")
+  log "=== Build validation PASSED: $P ==="
 }
 
-# Builds without updating flake inputs (no -u: updating after validation deploys something unvalidated).
-# The out-link is a GC root, so the validated build survives until the next validation.
-step_validate() {
-  begin_step validate "Build Validation"
-  require_checkout
-  # A failed build must not leave an older `validated` link behind for `switch` to deploy.
-  rm -f -- "$VALIDATED_LINK"
-  if ! run_captured nh_trusting_checkout os build -R -H "$HOST" -o "$VALIDATED_LINK" -- "$CFG"; then
-    journal_output nh
-    fail "Build Validation FAILED"
-  fi
-  VALIDATED_PATH=$(readlink -e -- "$VALIDATED_LINK") ||
-    fail "Build Validation FAILED: nh succeeded but left no out-link at $VALIDATED_LINK"
-  step_succeeded "Build Validation PASSED: $VALIDATED_PATH"
-}
-
-# Switches to the validated build and nothing else; an explicit path must be that build.
-step_switch() {
-  begin_step switch "Switch"
-  local validated path
-  validated=$(readlink -e -- "$VALIDATED_LINK") ||
-    fail "Switch REFUSED: no validated build at $VALIDATED_LINK (run validate first)"
-  path=${1:-$validated}
-  if [[ "$path" != "$validated" ]]; then
-    fail "Switch REFUSED: $path is not the validated build ($validated)"
-  fi
-  [[ -x "$path/bin/switch-to-configuration" ]] ||
-    fail "Switch REFUSED: $path has no bin/switch-to-configuration"
-  log "=== Switching to $path ==="
-  if ! run_captured nix-env -p "$PROFILE" --set "$path"; then
-    journal_output nix-env
-    fail "Switch FAILED: nix-env -p $PROFILE --set $path: $(output_summary)"
-  fi
-  if ! run_captured "$path/bin/switch-to-configuration" switch; then
-    journal_output switch-to-configuration
-    fail "Switch FAILED: switch-to-configuration switch exited non-zero (profile $PROFILE now points at $path)"
-  fi
-  SWITCHED_PATH=$path
-  step_succeeded "Switch PASSED: $path"
-}
-
-# AUTO_UPGRADE_VALIDATE=false: let nh evaluate, build and switch in one go (no -u either).
-switch_unvalidated() {
-  begin_step switch "Switch"
-  log "=== Build validation disabled (AUTO_UPGRADE_VALIDATE=false): nh os switch ==="
-  require_checkout
-  if ! run_captured nh_trusting_checkout os switch -R -H "$HOST" -- "$CFG"; then
-    journal_output nh
-    fail "Switch FAILED: nh os switch exited non-zero"
-  fi
-  SWITCHED_PATH=$(readlink -e -- "$PROFILE") || SWITCHED_PATH=""
-  step_succeeded "Switch PASSED: ${SWITCHED_PATH:-unknown}"
-}
-
-# Commit-back: local config changes are committed and pushed; a failed push keeps the commit and warns.
-step_commit() {
-  begin_step commit "Commit-back"
-  if [[ "$COMMIT" != true ]]; then
-    step_succeeded "Commit-back skipped: commit-back disabled (AUTO_UPGRADE_COMMIT=false)"
-    return 0
-  fi
-  require_checkout
-  resolve_owner
-  # Tracked files only (plus what is already staged, such as nixfleet's files): an untracked file was
-  # invisible to the build, and may be something never meant for the forge.
-  if ! run_captured git_as_owner add -u; then
-    fail "Commit-back FAILED: git add: $(output_summary)"
-  fi
-  local rc=0
-  git_as_owner diff --cached --quiet || rc=$?
-  if ((rc == 0)); then
-    step_succeeded "Commit-back PASSED: nothing to commit"
-    return 0
-  elif ((rc != 1)); then
-    fail "Commit-back FAILED: git diff --cached exited $rc"
-  fi
-  if ! run_captured git_as_owner commit -m "chore($HOST): auto-update $(now_utc)"; then
-    journal_output git
-    fail "Commit-back FAILED: git commit: $(output_summary)"
-  fi
-  # Other hosts commit back to the same branch: replay ours on top of theirs first, or the push is
-  # refused and the next `git pull --ff-only` finds the checkout diverged. The tree is clean here
-  # (everything was just committed), so a rebase can lose nothing; on conflict it is undone. Hosts
-  # rolled out together race for the branch, so a refused push is retried (after a new rebase).
-  local why attempt
-  for attempt in 1 2 3; do
-    if ! run_captured git_as_owner pull --rebase --no-autostash -- "$REMOTE" "$BRANCH"; then
-      journal_output git
-      why=$(output_summary)
-      git_as_owner rebase --abort >/dev/null 2>&1 || true
-      log "=== Commit-back rebase FAILED (warning): $why ==="
-      WARNINGS+="${WARNINGS:+; }commit-back could not rebase onto $REMOTE/$BRANCH, commit kept locally: $why"
-      write_status success "Commit-back committed locally; rebase onto $REMOTE/$BRANCH FAILED (warning): $why"
-      return 0
-    fi
-    if run_captured git_as_owner push -- "$REMOTE" "HEAD:$BRANCH"; then
-      step_succeeded "Commit-back PASSED: pushed to $REMOTE $BRANCH"
-      return 0
-    fi
-    journal_output git
-    why=$(output_summary)
-    ((attempt == 3)) || { log "Commit-back: push attempt $attempt refused, rebasing again: $why"; sleep "$attempt"; }
+needs_reboot() {
+  local f
+  for f in kernel initrd kernel-modules; do
+    [[ $(link_target "$1/$f") == "$(link_target "$BOOTED/$f")" ]] || { echo true; return; }
   done
-  log "=== Commit-back push FAILED (warning): $why ==="
-  WARNINGS+="${WARNINGS:+; }commit-back push failed, commit kept locally: $why"
-  write_status success "Commit-back committed locally; push FAILED (warning): $why"
+  echo false
+}
+
+# JSON string body (as NixOS writes `Environment=` values with builtins.toJSON) back to text.
+json_unescape() {
+  local s=$1 out="" c
+  while [[ $s == *\\* ]]; do
+    out+=${s%%\\*}
+    s=${s#*\\}
+    c=${s:0:1}
+    case $c in
+      n) out+=$'\n' ;; t) out+=$'\t' ;; r) out+=$'\r' ;; b) out+=$'\b' ;; f) out+=$'\f' ;;
+      u)
+        # shellcheck disable=SC2059 # four hex digits, checked: the format is \uXXXX, nothing else
+        if [[ ${s:1:4} =~ ^[0-9a-fA-F]{4}$ ]]; then printf -v c "\\u${s:1:4}"; out+=$c; s=${s:4}; else out+=u; fi
+        ;;
+      *) out+=$c ;;
+    esac
+    s=${s:1}
+  done
+  printf '%s' "$out$s"
+}
+
+# Push: the settings this process got must be the ones the validated system's timer will use.
+check_settings() {
+  local unit=$P/etc/systemd/system/auto-upgrade.service line body name value ours diffs=()
+  [[ -f $unit ]] || fail "$P has no etc/systemd/system/auto-upgrade.service: is hosts/$HOST/nixfleet.nix imported?"
+  while IFS= read -r line; do
+    [[ $line =~ ^Environment=\"(.*)\"$ ]] || continue
+    body=$(json_unescape "${BASH_REMATCH[1]}")
+    body=${body//%%/%}
+    name=${body%%=*} value=${body#*=}
+    [[ $name =~ ^AUTO_UPGRADE_[A-Z0-9_]+$ ]] || continue
+    ours=${!name-}
+    [[ $ours == "$value" ]] || diffs+=("$name: this deploy has '${ours:0:200}', the validated system has '${value:0:200}'")
+  done <"$unit"
+  ((${#diffs[@]} == 0)) || fail "settings differ from the validated system (nothing activated): $(printf '%s; ' "${diffs[@]}")"
+}
+
+failed_units() { systemctl list-units --state=failed --plain --no-legend 2>/dev/null | cut -d' ' -f1 | LC_ALL=C sort -u; }
+
+# ----------------------------------------------------------------------------------------------- activation
+
+# The health gate, bounded by HEALTH_TIMEOUT as a whole. Sets GATE_WHY and returns 1 on failure.
+health_gate() {
+  local before=$1 end=$((SECONDS + HEALTH_TIMEOUT)) new u left
+  new=$(comm -13 <(printf '%s\n' "$before") <(failed_units) | grep -v '^$' | tr '\n' ' ') || true
+  if [[ -n $new ]]; then GATE_WHY="units failed after activation: ${new% }"; return 1; fi
+  for u in "${HEALTH_UNITS[@]}"; do
+    left=$((end - SECONDS))
+    ((left > 0)) || { GATE_WHY="health gate took longer than AUTO_UPGRADE_HEALTH_TIMEOUT=$HEALTH_TIMEOUT s (at $u)"; return 1; }
+    if ! run_tool "$left" systemctl start -- "$u" || systemctl is-failed --quiet -- "$u"; then
+      report_output "$u" "$OUT"
+      GATE_WHY="health unit $u failed: $(summary_of "$OUT")"
+      return 1
+    fi
+  done
+  if [[ $MODE == timer ]]; then
+    left=$((end - SECONDS))
+    if ((left <= 0)) || ! run_tool "$left" "${GIT[@]}" ls-remote --quiet --exit-code -- "$REMOTE" >/dev/null; then
+      report_output git "$OUT"
+      GATE_WHY="cannot reach the git remote $REMOTE after activation (git ls-remote): $(summary_of "$OUT")"
+      return 1
+    fi
+  fi
+}
+
+# Re-activates the system that ran before; profile and boot entry were never moved.
+rollback() {
+  local why=$1
+  IN_FLIGHT=false
+  log "=== Activation of $P ROLLED BACK: $why ==="
+  PHASE=activate
+  write_status running "rolling back: $why"
+  local how="re-activated $PREV"
+  if [[ -z $PREV || ! -x $PREV/bin/switch-to-configuration ]]; then
+    how="no previous system to re-activate"
+  elif ! run_tool "$SWITCH_TIMEOUT" "$PREV/bin/switch-to-configuration" test; then
+    report_output "switch-to-configuration (rollback)" "$OUT" true
+    how="re-activating $PREV ALSO FAILED: $(summary_of "$OUT")"
+  fi
+  log "=== ROLLED BACK ($how); profile and boot entry untouched ==="
+  write_status rolled-back "ROLLED BACK: $why ($how; profile and boot entry untouched)"
+  FINAL=true
+  lease_release
+  exit 1
+}
+
+# The whole safe activation of $P. Push mode waits for `confirm $ROLLOUT` between gate and profile.
+activate_safely() {
+  PREV=$(link_target "$CURRENT")
+  local before
+  before=$(failed_units)
+  LEASE_TTL=$((SWITCH_TIMEOUT + 60))
+  enter activate "Activating $P (switch-to-configuration test)"
+  local rc=0
+  IN_FLIGHT=true
+  run_tool "$SWITCH_TIMEOUT" "$P/bin/switch-to-configuration" test || rc=$?
+  if ((rc != 0)); then
+    report_output switch-to-configuration "$OUT" true
+    rollback "switch-to-configuration test of $P exited $rc: $(summary_of "$OUT")"
+  fi
+  report_output switch-to-configuration "$OUT"
+  if [[ $HEALTH_CHECK == true ]]; then
+    LEASE_TTL=$((HEALTH_TIMEOUT + 60))
+    enter health "Health gate"
+    health_gate "$before" || rollback "health gate: $GATE_WHY"
+  fi
+  if [[ $MODE == push ]]; then
+    LEASE_TTL=$((CONFIRM_TIMEOUT + 60))
+    enter awaiting-confirmation "Awaiting confirmation of rollout $ROLLOUT (at most $CONFIRM_TIMEOUT s)"
+    local end=$((SECONDS + CONFIRM_TIMEOUT))
+    until [[ $(cat -- "$STATE_DIR/confirm" 2>/dev/null) == "$ROLLOUT" ]]; do
+      ((SECONDS < end)) || rollback "no confirmation of rollout $ROLLOUT within $CONFIRM_TIMEOUT s (the deployer could not reach the host again)"
+      sleep 0.5
+    done
+  fi
+  LEASE_TTL=$((2 * SWITCH_TIMEOUT + 60))
+  enter boot "Setting the profile and the boot entry to $P"
+  if ! run_tool "$SWITCH_TIMEOUT" nix-env -p "$PROFILE" --set "$P"; then
+    report_output nix-env "$OUT" true
+    rollback "nix-env -p $PROFILE --set $P: $(summary_of "$OUT")"
+  fi
+  if ! run_tool "$SWITCH_TIMEOUT" "$P/bin/switch-to-configuration" boot; then
+    report_output switch-to-configuration "$OUT" true
+    local why
+    why="switch-to-configuration boot of $P: $(summary_of "$OUT")"
+    # The profile moved already: put it back (and the boot entry with it) before re-activating.
+    if [[ -n $PREV ]] && run_tool "$SWITCH_TIMEOUT" nix-env -p "$PROFILE" --set "$PREV"; then
+      run_tool "$SWITCH_TIMEOUT" "$PREV/bin/switch-to-configuration" boot || why+="; restoring the boot entry of $PREV FAILED too"
+    fi
+    rollback "$why"
+  fi
+  IN_FLIGHT=false
+  if ! run_tool "$SWITCH_TIMEOUT" nix-store --realise "$P" --add-root "$GOLDEN" --indirect; then
+    report_output nix-store "$OUT"
+    warn "could not GC-root the golden system $P at $GOLDEN: $(summary_of "$OUT")"
+  fi
+  log "=== Activation PASSED: $P (profile and boot entry set) ==="
+}
+
+# ----------------------------------------------------------------------------------------------- commit-back
+
+# Sets COMMIT_WHY and returns 1 on a loud failure (rebase conflict, commit refused); a remote that cannot
+# be reached is a warning: the commits stay and the next run pushes them.
+commit_back() {
+  [[ $COMMIT == true ]] || return 0
+  LEASE_TTL=$((4 * COMMIT_TIMEOUT + 60))
+  enter commit "Commit-back to $REMOTE $BRANCH"
+  run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" add -u || { report_output git "$OUT"; COMMIT_WHY="git add -u: $(summary_of "$OUT")"; return 1; }
+  unstage_host_edits
+  if ! git_owner diff --cached --quiet; then
+    if ! run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" commit --quiet -m "chore($HOST): auto-update $(date -u +%Y-%m-%dT%H:%M:%SZ)"; then
+      report_output git "$OUT"
+      COMMIT_WHY="git commit: $(summary_of "$OUT")"
+      return 1
+    fi
+  fi
+  for _ in 1 2 3; do
+    if ! run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" fetch --quiet -- "$REMOTE" "$BRANCH"; then
+      report_output git "$OUT"
+      warn "commit-back: cannot fetch $REMOTE $BRANCH ($(summary_of "$OUT")); local commits are kept and pushed by a later run"
+      return 0
+    fi
+    git_owner merge-base --is-ancestor HEAD FETCH_HEAD && return 0
+    if ! git_owner merge-base --is-ancestor FETCH_HEAD HEAD; then
+      rebase_onto_fetched || { COMMIT_WHY=$REBASE_WHY; return 1; }
+    fi
+    if run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" push --quiet -- "$REMOTE" "HEAD:refs/heads/$BRANCH"; then
+      log "=== Commit-back PASSED: pushed to $REMOTE $BRANCH ==="
+      return 0
+    fi
+    report_output git "$OUT"
+  done
+  warn "commit-back: git push to $REMOTE $BRANCH failed ($(summary_of "$OUT")); local commits are kept and pushed by a later run"
+}
+
+# A nixfleet-managed file whose content differs from what nixfleet last wrote is a host edit: it stays in
+# the working tree and is never committed back (other hosts of the role would receive it).
+unstage_host_edits() {
+  local rec rel sha
+  [[ -d $STATE_DIR/pushed ]] || return 0
+  while IFS= read -r rec; do
+    rel=${rec#"$STATE_DIR/pushed/"}
+    rel=${rel%.sha256}
+    # Not in the index: deleted (e.g. moved away to .mine): a host edit too, never committed back.
+    sha=$(git_owner show ":$rel" 2>/dev/null | sha256sum | cut -d' ' -f1) || sha=absent
+    if [[ $sha != "$(cat -- "$rec")" ]] && ! git_owner diff --cached --quiet -- "$rel"; then
+      git_owner reset --quiet -- "$rel" || true
+      warn "commit-back: $rel was edited on the host; nixfleet manages it, so the edit is not committed back"
+    fi
+  done < <(find "$STATE_DIR/pushed" -type f -name '*.sha256')
+}
+
+finish_commit() {
+  if commit_back; then
+    PHASE="done"
+    local msg="upgrade PASSED: running $P${WARNINGS[*]:+ (warnings: ${#WARNINGS[@]})}"
+    log "=== $msg ==="
+    write_status success "$msg"
+    return 0
+  fi
+  log "=== Commit-back FAILED: $COMMIT_WHY (the upgrade itself succeeded: the host runs $P, profile and boot entry set) ==="
+  write_status failed "commit-back FAILED: $COMMIT_WHY (the upgrade itself succeeded: the host runs $P, profile and boot entry set)"
+  return 1
+}
+
+# ----------------------------------------------------------------------------------------------- steps
+
+on_exit() {
+  local rc=$?
+  trap - EXIT
+  stop_ticker
+  [[ -z $CHILD ]] || { kill -TERM "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; }
+  if [[ $FINAL != true && -n $LEASE_OWNER && $(lease_field pid) == "$$" && $(status_field result) == running ]]; then
+    exec 2>/dev/null
+    if [[ $IN_FLIGHT == true ]]; then
+      # Stopped between `test` and the profile: the host must not stay half on the new system.
+      local how="re-activated $PREV"
+      [[ -n $PREV ]] && timeout -k 10 "$SWITCH_TIMEOUT" "$PREV/bin/switch-to-configuration" test >"$OUT" 2>&1 </dev/null || how="re-activating ${PREV:-the previous system} FAILED"
+      report_output "switch-to-configuration (rollback)" "$OUT"
+      log "=== interrupted during $PHASE: ROLLED BACK ($how) ==="
+      write_status rolled-back "ROLLED BACK: interrupted (exit $rc) during $PHASE ($how; profile and boot entry untouched)" || true
+    else
+      write_status failed "interrupted (exit $rc) during $PHASE" || true
+    fi
+  fi
+  lease_release
+  [[ -z ${OUT:-} ]] || rm -f -- "$OUT"
+  # push: the stage is the bootstrap's temp dir, removed whatever happened.
+  [[ -z $STAGE ]] || rm -rf -- "$STAGE"
+  exit "$rc"
+}
+
+# A signal ends the run through on_exit (status rewritten, lease released, child stopped).
+install_traps() {
+  trap on_exit EXIT
+  trap 'exit 129' HUP
+  trap 'exit 130' INT
+  trap 'exit 141' PIPE
+  trap 'exit 143' TERM
 }
 
 step_run() {
-  check_hooks_ran
-  step_pull
-  if [[ "$VALIDATE" == true ]]; then
-    step_validate
-    step_switch "$VALIDATED_PATH"
-  else
-    switch_unvalidated
+  MODE=timer STEP=run ROLLOUT=""
+  LEASE_TTL=$((VALIDATE_TIMEOUT + 60))
+  if ! with_lock try_lease "timer:$$" "$LEASE_TTL"; then
+    log "auto-upgrade: skipped: a rollout holds the lease ($(cat -- "$LEASE_FILE" 2>/dev/null)); nothing changed"
+    exit 0
   fi
-  step_commit
-  CURRENT_STEP=run
-  step_succeeded "Auto-upgrade PASSED: ${SWITCHED_PATH:-unknown}${WARNINGS:+ (warning: $WARNINGS)}"
+  resolve_owner
+  check_hooks_ran
+  pull
+  validate
+  if [[ $P == "$(link_target "$CURRENT")" && $P == "$(link_target "$PROFILE")" ]]; then
+    log "=== $P is already the running system: nothing to activate ==="
+  else
+    activate_safely
+  fi
+  finish_commit || { FINAL=true; exit 1; }
+  FINAL=true
+}
+
+step_push() {
+  local stage=$1
+  MODE=push STEP=push ROLLOUT=${NIXFLEET_ROLLOUT:-}
+  [[ $ROLLOUT =~ $TOKEN_RE ]] || { log "auto-upgrade push: NIXFLEET_ROLLOUT must be the rollout token (16 hex, optional -r<N>), got '${ROLLOUT:0:40}'"; exit 2; }
+  [[ -d $stage ]] || { log "auto-upgrade push: stage $stage is not a directory"; exit 2; }
+  local end=$((SECONDS + LEASE_WAIT)) said=false
+  LEASE_TTL=$((HOOKS_TIMEOUT + 60))
+  until with_lock try_lease "push:$ROLLOUT" "$LEASE_TTL"; do
+    ((SECONDS < end)) || { log "=== lease FAILED: another rollout holds the host for more than AUTO_UPGRADE_LEASE_WAIT=$LEASE_WAIT s ($(cat -- "$LEASE_FILE" 2>/dev/null)) ==="; exit 1; }
+    [[ $said == true ]] || { progress "waiting up to $LEASE_WAIT s for the lease ($(cat -- "$LEASE_FILE" 2>/dev/null))"; said=true; }
+    sleep 1
+  done
+  resolve_owner
+  install_files "$stage"
+  start_hooks
+  LEASE_TTL=$((VALIDATE_TIMEOUT + 60))
+  validate
+  check_settings
+  local action=armed
+  if [[ $P == "$(link_target "$CURRENT")" && $P == "$(link_target "$PROFILE")" ]]; then
+    action=unchanged
+    log "=== $P is already the running system: nothing to activate ==="
+    finish_commit || { FINAL=true; exit 1; }
+  else
+    start_activator
+  fi
+  FINAL=true
+  printf '{"rollout":%s,"validatedPath":%s,"action":"%s","needsReboot":%s}\n' "$(json_str "$ROLLOUT")" "$(json_str "$P")" "$action" "$NEEDS_REBOOT"
+}
+
+# The activator runs from a root-owned copy of this script (never from the user's checkout), in a transient
+# unit with exactly our settings: it survives this SSH session. Then this process follows it.
+start_activator() {
+  local copy=$STATE_DIR/auto-upgrade.sh args=(--unit="auto-upgrade-activate-$ROLLOUT" --collect --quiet "--setenv=PATH=$PATH") v
+  install -m 0755 -- "$SELF" "$copy"
+  [[ -z ${HOME:-} ]] || args+=("--setenv=HOME=$HOME")
+  for v in $(compgen -e | grep -E '^(AUTO_UPGRADE_|NIX_)'); do args+=("--setenv=$v=${!v}"); done
+  rm -f -- "$STATE_DIR/confirm"
+  PHASE=activate
+  write_status running "starting the activator"
+  if ! run_tool 60 systemd-run "${args[@]}" -- bash "$copy" activate "$ROLLOUT"; then
+    report_output systemd-run "$OUT" true
+    fail "systemd-run of the activator: $(summary_of "$OUT")"
+  fi
+  local end=$((SECONDS + SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) tick=$SECONDS started=$SECONDS r ph holder
+  while :; do
+    r=$(status_field result) ph=$(status_field phase)
+    if [[ $(status_field rollout) == "$ROLLOUT" ]]; then
+      [[ $r == running && $ph == awaiting-confirmation ]] && return 0
+      if [[ $r == rolled-back || $r == failed ]]; then
+        FINAL=true
+        log "=== $HOST: rollout $ROLLOUT $r: $(status_message) ==="
+        exit 1
+      fi
+    fi
+    ((SECONDS < end)) || fail "the activator did not reach the confirmation step within $((SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) s (phase $ph)"
+    # The activator takes the lease over when it starts; one that never starts or dies is not waited for.
+    holder=$(lease_field pid)
+    if [[ $holder == "$$" ]] && ((SECONDS - started > 30)); then
+      fail "the activator did not start within 30 s (journalctl -u auto-upgrade-activate-$ROLLOUT)"
+    elif [[ $holder != "$$" ]] && ! pid_alive "$holder" && [[ $(status_field result) == running ]]; then
+      fail "the activator (pid ${holder:-?}) died during $ph (journalctl -u auto-upgrade-activate-$ROLLOUT)"
+    fi
+    if ((SECONDS - tick >= 15)); then progress "activating: $ph"; tick=$SECONDS; fi
+    sleep 0.5
+  done
+}
+
+step_activate() {
+  MODE=push STEP=activate ROLLOUT=$1
+  LEASE_TTL=$((SWITCH_TIMEOUT + 60))
+  with_lock takeover_lease "push:$ROLLOUT" "$LEASE_TTL" || { log "=== activator $ROLLOUT: the lease is no longer this rollout's ($(cat -- "$LEASE_FILE" 2>/dev/null)); nothing activated ==="; exit 1; }
+  [[ $(status_field rollout) == "$ROLLOUT" ]] || fail "status.json is not rollout $ROLLOUT's; nothing activated"
+  P=$(link_target "$VALIDATED")
+  [[ -n $P ]] || fail "no validated system at $VALIDATED; nothing activated"
+  NEEDS_REBOOT=$(needs_reboot "$P")
+  resolve_owner
+  activate_safely
+  finish_commit || { FINAL=true; exit 1; }
+  FINAL=true
+}
+
+step_confirm() {
+  MODE=push STEP=confirm ROLLOUT=$1
+  printf '%s\n' "$ROLLOUT" >"$STATE_DIR/confirm.new"
+  mv -f -- "$STATE_DIR/confirm.new" "$STATE_DIR/confirm"
+  local end=$((SECONDS + CONFIRM_TIMEOUT + 2 * SWITCH_TIMEOUT + 4 * COMMIT_TIMEOUT + 60)) tick=$SECONDS r
+  while :; do
+    r=$(status_field result)
+    [[ $(status_field rollout) == "$ROLLOUT" ]] || { log "=== confirm FAILED: rollout $ROLLOUT is not the host's last rollout ($(status_field rollout)); run pulumi up again ==="; exit 1; }
+    [[ $r == running ]] || break
+    if ! with_lock lease_live; then
+      # Nobody holds the host: the activator died (reclaim rewrites its status as failed).
+      with_lock reclaim_stale
+      continue
+    fi
+    ((SECONDS < end)) || { log "=== confirm FAILED: the activator of $ROLLOUT is still at $(status_field phase) ==="; exit 1; }
+    if ((SECONDS - tick >= 15)); then progress "waiting for the activator: $(status_field phase)"; tick=$SECONDS; fi
+    sleep 0.5
+  done
+  # A commit-back that failed (e.g. a conflict, now resolved) is retried by the next confirm: heal.
+  if [[ $r == failed && $(status_field phase) == commit ]] && with_lock try_lease "push:$ROLLOUT" $((4 * COMMIT_TIMEOUT + 60)); then
+    P=$(link_target "$CURRENT")
+    NEEDS_REBOOT=$(needs_reboot "$P")
+    resolve_owner
+    STEP=confirm
+    finish_commit || true
+    FINAL=true
+    r=$(status_field result)
+  fi
+  head -n 1 -- "$STATUS_FILE"
+  [[ $r == success ]]
 }
 
 step_status() {
-  [[ -f "$STATUS_FILE" ]] || { log "auto-upgrade: no status record yet ($STATUS_FILE)"; exit 1; }
-  cat -- "$STATUS_FILE"
+  local dir=${1:-${AUTO_UPGRADE_STATE_DIR:-/var/lib/auto-upgrade}}
+  [[ -f $dir/status.json ]] || { printf 'auto-upgrade: no status record yet (%s/status.json)\n' "$dir" >&2; exit 1; }
+  cat -- "$dir/status.json"
 }
 
-# ---------------------------------------------------------------------------------------------------------
+usage() {
+  log "auto-upgrade: $1"
+  log "usage: auto-upgrade run | push STAGE | activate TOKEN | confirm TOKEN | status [STATE_DIR]"
+  exit 2
+}
 
 main() {
   local step=${1:-run}
   (($# == 0)) || shift
-  is_listed "$step" "${STEPS[@]}" || usage_error "unknown step '$step'"
-  if [[ "$step" == switch ]]; then
-    (($# <= 1)) || usage_error "switch takes at most one STORE_PATH"
-  else
-    (($# == 0)) || usage_error "step '$step' takes no arguments"
-  fi
-
+  case $step in
+    status) (($# <= 1)) || usage "status takes at most a STATE_DIR"; step_status "$@"; return ;;
+    run) (($# == 0)) || usage "run takes no arguments" ;;
+    push) (($# == 1)) || usage "push takes the stage directory" ;;
+    activate | confirm) [[ $# == 1 && $1 =~ $TOKEN_RE ]] || usage "$step takes a rollout token (16 hex, optional -r<N>)" ;;
+    *) usage "unknown step '$step'" ;;
+  esac
+  [[ $step != push ]] || STAGE=$1
   load_settings
-  if [[ "$step" == status ]]; then
-    step_status
-    return 0
-  fi
-
-  mkdir -p -- "$STATE_DIR"
-  # One upgrade at a time: the timer and a push-mode step must not build or switch concurrently.
-  # Taken before the trap so a refused run does not overwrite the running one's status record.
-  exec 9>>"$STATE_DIR/lock"
-  if ! flock -n 9; then
-    log "=== auto-upgrade: another run holds $STATE_DIR/lock; try again later ==="
-    exit 1
-  fi
-  OUTPUT_FILE=$(mktemp -- "$STATE_DIR/output.XXXXXX")
-  trap on_exit EXIT
-  trap 'ERR_AT="line $LINENO: $BASH_COMMAND"' ERR
-  # Make a stop or Ctrl-C go through on_exit, so the record says the step failed.
-  trap 'exit 143' TERM
-  trap 'exit 130' INT
-
-  case "$step" in
-    hooks) step_hooks ;;
-    pull) step_pull ;;
-    validate)
-      step_validate
-      printf '%s\n' "$VALIDATED_PATH"
-      ;;
-    switch)
-      step_switch "${1:-}"
-      printf '%s\n' "$SWITCHED_PATH"
-      ;;
-    commit) step_commit ;;
-    run)
-      step_run
-      [[ -z "${SWITCHED_PATH:-}" ]] || printf '%s\n' "$SWITCHED_PATH"
-      ;;
+  install_traps
+  case $step in
+    run) step_run ;;
+    push) step_push "$1" ;;
+    activate) step_activate "$1" ;;
+    confirm) step_confirm "$1" ;;
   esac
 }
 

@@ -1,0 +1,65 @@
+# SIMULATED NixOS for the script tests (nixpkgs is not available offline; this is not NixOS).
+# nixosConfigurations.<host>.config.system.build.toplevel is a REAL derivation (builder /bin/sh, built by the
+# real `nix build`) whose output has what auto-upgrade.sh reads of a NixOS system:
+#   bin/switch-to-configuration   ./switch-to-configuration.sh (SIMULATED test/boot/switch, see there)
+#   etc/systemd/system/auto-upgrade.service   `Environment=` lines exactly as NixOS writes them
+#                                 (builtins.toJSON "NAME=VALUE", `%` doubled) from hosts/<h>/nixfleet.nix
+#   kernel initrd kernel-modules  links to files named after the kernel version (needsReboot)
+#   units/<name>                  the units this system defines (a shell command each), for the fake systemctl
+#   faults                        what the host's configuration breaks (read by switch-to-configuration)
+# hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
+# activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; }
+{
+  outputs = { self }:
+    let
+      names = builtins.attrNames (builtins.readDir ./hosts);
+      cat = builtins.concatStringsSep "";
+      system = name:
+        let
+          c = { version = "1"; kernel = "6.1"; failActivation = false; failBoot = false; activationMessage = ""; failUnits = [ ];
+                lateFailUnits = [ ]; units = { }; buildSleep = 0; } // import (./hosts + "/${name}/configuration.nix");
+          settingsFile = ./hosts + "/${name}/nixfleet.nix";
+          settings = if builtins.pathExists settingsFile then import settingsFile else null;
+          escape = builtins.replaceStrings [ "%" ] [ "%%" ];
+          unitText = if settings == null then "" else
+            "[Service]\n" + cat (map (n: "Environment=${builtins.toJSON (escape "${n}=${settings.${n}}")}\n") (builtins.attrNames settings));
+          kpart = what: builtins.toFile "${what}-${c.kernel}" c.kernel;
+          unitPairs = builtins.concatStringsSep " " (map (n: "${n}=${builtins.toFile "unit-${n}" c.units.${n}}") (builtins.attrNames c.units));
+          faults = builtins.toFile "faults" (cat [
+            "failActivation ${if c.failActivation then "1" else "0"}\n"
+            "failBoot ${if c.failBoot then "1" else "0"}\n"
+            "failUnits ${toString c.failUnits}\n"
+            "lateFailUnits ${toString c.lateFailUnits}\n"
+          ]);
+        in derivation {
+          name = "nixos-system-${name}-${c.version}";
+          system = "x86_64-linux";
+          builder = "/bin/sh";
+          inherit unitPairs faults;
+          stc = ./switch-to-configuration.sh;
+          message = builtins.toFile "activation-message" c.activationMessage;
+          unit = builtins.toFile "auto-upgrade.service" unitText;
+          hasUnit = if settings == null then "0" else "1";
+          kernel = kpart "bzImage";
+          initrd = kpart "initrd";
+          modules = kpart "modules";
+          buildSleep = toString c.buildSleep;
+          args = [ "-c" ''
+            set -e
+            [ "$buildSleep" = 0 ] || /bin/sleep "$buildSleep"
+            /bin/mkdir -p "$out/bin" "$out/etc/systemd/system" "$out/units"
+            /bin/cp "$stc" "$out/bin/switch-to-configuration"
+            /bin/chmod 0555 "$out/bin/switch-to-configuration"
+            [ "$hasUnit" = 0 ] || /bin/cp "$unit" "$out/etc/systemd/system/auto-upgrade.service"
+            /bin/cp "$faults" "$out/faults"
+            /bin/cp "$message" "$out/activation-message"
+            /bin/ln -s "$kernel" "$out/kernel"
+            /bin/ln -s "$initrd" "$out/initrd"
+            /bin/ln -s "$modules" "$out/kernel-modules"
+            for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
+          '' ];
+        };
+    in {
+      nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value.config.system.build.toplevel = system n; }) names);
+    };
+}
