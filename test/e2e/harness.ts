@@ -112,8 +112,8 @@ export async function sessions(h: FleetHost): Promise<number> {
 
 export const allSessions = async (fleet: Fleet) => Object.fromEntries(await Promise.all(fleet.hosts.map(async (h) => [h.name, await sessions(h)] as const)));
 
-/** Resource operations of an `up` other than "same". */
-export const changes = (r: UpResult) => Object.fromEntries(Object.entries(r.summary.resourceChanges ?? {}).filter(([op]) => op !== "same"));
+/** Resource operations of an `up` that change something (not "same", not the read of the stack's own last outputs). */
+export const changes = (r: UpResult) => Object.fromEntries(Object.entries(r.summary.resourceChanges ?? {}).filter(([op]) => op !== "same" && op !== "read"));
 
 /** Every store path the simulated switch-to-configuration activated (`test`/`switch`) on the host, in order. */
 export async function activations(h: FleetHost): Promise<string[]> {
