@@ -8,6 +8,7 @@
  * The CLI runs as a user runs it: `node bin/nixfleet.js status …` in a child process.
  */
 import { execFile } from "node:child_process";
+import { createServer, type Socket } from "node:net";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -198,6 +199,39 @@ describe("nixfleet status on the simulated fleet", () => {
     expect(insecure.code, insecure.stderr).toBe(0);
     expect(insecure.stdout).toMatch(/^alpha .*success/m);
     expect(insecure.stderr).toMatch(/warning: alpha: host key NOT checked/);
+  });
+
+  it("a host that answers TCP and the SSH banner, then nothing: killed at the overall bound, unreachable", async () => {
+    // ssh's ConnectTimeout covers the TCP connect and the banner only; a key exchange that never
+    // proceeds is bounded by status's own per-host timeout. Port 2549: the last of this file's range.
+    const sockets: Socket[] = [];
+    const mute = createServer((s) => {
+      sockets.push(s);
+      s.on("error", () => {});
+      s.write("SSH-2.0-OpenSSH_9.2p1 mute\r\n");
+    });
+    await new Promise<void>((ok, ko) => mute.once("error", ko).listen(2549, "127.0.0.1", () => ok()));
+    try {
+      const r = await cli([...writeStack("mute", [alpha], (h, e) => (e.port = 2549)), "--timeout", "2", "--json"]);
+      expect(r.code).toBe(1);
+      const [a] = parseJson(r);
+      expect(a).toMatchObject({ host: "alpha", state: "unreachable", record: null });
+      expect(a.reason).toBe("no answer from root@127.0.0.1:2549 within 2s (ssh killed)");
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((ok) => mute.close(ok));
+    }
+  });
+
+  it("a record naming another host: read, with a warning", async () => {
+    await writeRecord(gamma, `${JSON.stringify({ host: "alpha", result: "success" })}\n`);
+    try {
+      const r = await cli(writeStack("ok", [gamma]));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain('warning: gamma: the record names host "alpha", not gamma');
+    } finally {
+      await sshExec(fleet, gamma, `rm -f -- '${gamma.stateDir}/status.json'`);
+    }
   });
 
   it("a record that is not JSON, or has an unknown result: failing (exit 1), says why", async () => {
