@@ -223,6 +223,22 @@ describe("nixfleet status on the simulated fleet", () => {
     }
   });
 
+  it("a failed validation (result failed): failing, step and why in the table, exit 1", async () => {
+    const sys = (await currentSystem(gamma))!;
+    await writeRecord(gamma, record(gamma, sys, {
+      mode: "timer", step: "run", phase: "validate", result: "failed", validatedPath: null, goldenPath: null,
+      message: "validate FAILED: nix build exited 1: error: undefined variable 'pkgs'",
+    }));
+    try {
+      const r = await cli(writeStack("ok", [alpha, gamma]));
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(/^gamma .*failed \(timer\)\s+validate: validate FAILED: nix build exited 1: error: undefined variable 'pkgs'\s+no$/m);
+      expect(r.stderr).toMatch(/^nixfleet status: 2 hosts: 1 ok, 1 failing$/m);
+    } finally {
+      await sshExec(fleet, gamma, `rm -f -- '${gamma.stateDir}/status.json'`);
+    }
+  });
+
   it("a record naming another host: read, with a warning", async () => {
     await writeRecord(gamma, `${JSON.stringify({ host: "alpha", result: "success" })}\n`);
     try {
