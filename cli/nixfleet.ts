@@ -9,11 +9,17 @@ import { parseArgs } from "node:util";
 import { fleetFromConfigMap, readStackFile } from "../config/stack";
 import { ConfigError } from "../config/schema";
 import { renderHost } from "../render/files";
+import { statusMain } from "./status";
 
-const USAGE = "usage: nixfleet render --stack <name> --out <dir> [--stacks-dir <dir>]";
+const USAGE = "usage: nixfleet render --stack <name> --out <dir> [--stacks-dir <dir>]\n       nixfleet status --stack <name> [--stacks-dir <dir>] [--identity <file>] [--json] [--timeout <s>] [--insecure-host-key]";
 
 export function main(argv: string[]): number {
   const [verb, ...rest] = argv;
+  if (verb === "status") {
+    // status waits for ssh: it sets the exit code when done (bin/nixfleet.js's 0 is set before that).
+    void statusMain(rest).then((code) => (process.exitCode = code));
+    return 0;
+  }
   if (verb !== "render") {
     console.error(USAGE);
     return 2;
