@@ -29,6 +29,8 @@ export function run(
         resolve({ code: typeof code === "number" ? code : 1, stdout: String(stdout), stderr: String(stderr) });
       },
     );
+    // A program that exits before reading its input (ssh to a host that is down) must not crash us.
+    child.stdin?.on("error", () => undefined);
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
