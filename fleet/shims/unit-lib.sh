@@ -161,7 +161,10 @@ map_path() {
 # The environment of UNIT's processes, into the array ENVS ("NAME=VALUE").
 unit_environment() {
   local unit="$1" file="$2" line w have_path=false
-  ENVS=("NIXFLEET_SIM_ROOT=$root")
+  # The sim's machine identity, and where this host's /run and system profile live (on NixOS: `/`, the
+  # default); the sshd sessions get the same AUTO_UPGRADE_ROOT. JOURNAL_STREAM: stdout/stderr go to the
+  # journal, as systemd tells its services.
+  ENVS=("NIXFLEET_SIM_ROOT=$root" "AUTO_UPGRADE_ROOT=$root" "JOURNAL_STREAM=0:0")
   while IFS= read -r line; do
     if ! expand_specifiers "$unit" "$line"; then
       echo "$unit: Failed to resolve unit specifiers in Environment=$line, ignoring" | "$shims/logger" -t systemd

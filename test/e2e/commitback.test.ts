@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { originLog, sshExec } from "../../fleet/fleet";
+import { journal, originLog, sshExec } from "../../fleet/fleet";
 import { hostStatus, startE2E, systemState, validatedLink, withRoles, type E2E } from "./harness";
 
 let t: E2E;
@@ -33,7 +33,7 @@ describe("commit-back that heals", () => {
       await fs.rename(hidden, t.fleet.originDir);
     }
     git(l.checkout, "fetch", "-q", "origin");
-    expect(unpushed("lilith")).toBeGreaterThan(0);
+    expect(unpushed("lilith"), (await journal(l)).slice(-25).join("\n")).toBeGreaterThan(0);
     const run = await timer("lilith");
     expect(run.code).toBe(0);
     git(l.checkout, "fetch", "-q", "origin");

@@ -47,6 +47,8 @@ export interface HostConfig {
   lateFailUnits?: string[];
   units?: Record<string, string>;
   buildSleep?: number;
+  /** A git remote path this system's activation makes unreachable (a switch that breaks networking). */
+  breakRemote?: string;
 }
 
 const roots: string[] = [];

@@ -127,7 +127,8 @@ describe("interrupted activation", () => {
     expect(status(h)).toMatchObject({ result: "rolled-back" });
     expect(status(h).message).toMatch(/interrupted .* during awaiting-confirmation/);
     expect(systemState(h)).toEqual(before);
-    expect(fs.existsSync(leaseFile(h.state))).toBe(false);
+    // The status is rewritten first, then the lease released.
+    await waitFor("the lease to be released", () => !fs.existsSync(leaseFile(h.state)), 10_000);
     expect((await confirm(h, d.token)).code).toBe(1);
   });
 });
@@ -146,8 +147,9 @@ describe("SSH session gone", () => {
     child.stdout.destroy();
     await waitFor("the push to notice (progress line every 15 s)", () => status(h).result === "failed", 40_000);
     expect(status(h).message).toMatch(/interrupted .* during validate/);
-    expect(fs.existsSync(leaseFile(h.state))).toBe(false);
-    expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
+    // The status is rewritten first, then the lease released and the stage removed.
+    await waitFor("the lease to be released", () => !fs.existsSync(leaseFile(h.state)), 10_000);
+    await waitFor("the stage to be removed", () => fs.readdirSync(path.join(h.root, "tmp")).length === 0, 10_000);
   }, 90_000);
 });
 

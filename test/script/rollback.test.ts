@@ -111,12 +111,24 @@ describe("rollback", () => {
   it("timer: a system that cannot reach the git remote after activation rolls back (gate: git ls-remote)", async () => {
     const h = makeHost();
     const before = systemState(h);
-    writeHostConfig(h, { version: "2" });
+    writeHostConfig(h, { version: "2", breakRemote: h.origin });
     commitAsOwner(h);
-    fs.renameSync(h.origin, `${h.origin}.away`);
     const r = await timer(h);
     expect(r.code).toBe(1);
-    expectRolledBack(h, before, /cannot reach the git remote origin/);
+    expectRolledBack(h, before, /cannot reach the git remote origin after activation/);
+    // Re-activating the old system brought the remote back.
+    expect(fs.existsSync(h.origin)).toBe(true);
+  });
+
+  it("timer: a remote that was unreachable before the switch is no reason to roll back (a warning)", async () => {
+    const h = makeHost();
+    writeHostConfig(h, { version: "2" });
+    commitAsOwner(h);
+    h.env.AUTO_UPGRADE_COMMIT = "false";
+    fs.renameSync(h.origin, `${h.origin}.away`);
+    const r = await timer(h);
+    expect(r.code, r.stderr).toBe(0);
+    expect(status(h)).toMatchObject({ mode: "timer", result: "success" });
     expect(status(h).warnings.join(" ")).toMatch(/cannot fetch origin main/);
   });
 });

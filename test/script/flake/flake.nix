@@ -8,7 +8,7 @@
 #   units/<name>                  the units this system defines (a shell command each), for the fake systemctl
 #   faults                        what the host's configuration breaks (read by switch-to-configuration)
 # hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
-# activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; }
+# activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; breakRemote ? ""; }
 {
   outputs = { self }:
     let
@@ -17,7 +17,7 @@
       system = name:
         let
           c = { version = "1"; kernel = "6.1"; failActivation = false; failBoot = false; activationMessage = ""; failUnits = [ ];
-                lateFailUnits = [ ]; units = { }; buildSleep = 0; } // import (./hosts + "/${name}/configuration.nix");
+                lateFailUnits = [ ]; units = { }; buildSleep = 0; breakRemote = ""; } // import (./hosts + "/${name}/configuration.nix");
           settingsFile = ./hosts + "/${name}/nixfleet.nix";
           settings = if builtins.pathExists settingsFile then import settingsFile else null;
           escape = builtins.replaceStrings [ "%" ] [ "%%" ];
@@ -30,6 +30,7 @@
             "failBoot ${if c.failBoot then "1" else "0"}\n"
             "failUnits ${toString c.failUnits}\n"
             "lateFailUnits ${toString c.lateFailUnits}\n"
+            "breakRemote ${c.breakRemote}\n"
           ]);
         in derivation {
           name = "nixos-system-${name}-${c.version}";

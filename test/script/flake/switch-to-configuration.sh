@@ -6,7 +6,9 @@
 #                the system's units become the active ones; faults (from the configuration):
 #                failActivation -> prints the configured message, exit 2; failUnits -> those units end
 #                failed, "warning: the following units failed", exit 4; lateFailUnits -> those units fail
-#                after s-t-c returned 0 (a service that crashes a moment after it started).
+#                after s-t-c returned 0 (a service that crashes a moment after it started); breakRemote PATH
+#                -> the git remote at PATH becomes unreachable (moved to PATH.away) until a system without
+#                the fault is activated (a switch that breaks networking, undone by re-activating the old).
 #   boot|switch  the boot entry $FAKE_ROOT/boot/default -> this system (failBoot: "Failed to install
 #                bootloader", exit 1, entry unchanged). The profile is never touched
 #                (callers set it with nix-env, as on NixOS).
@@ -33,6 +35,15 @@ fi
 [ "$action" != boot ] || finish 0
 echo "activating the configuration..."
 ln -sfn "$self" "$root/run/.cs" && mv -Tf "$root/run/.cs" "$root/run/current-system"
+broken=$(fault breakRemote)
+if [ -n "$broken" ]; then
+  [ ! -e "$broken" ] || mv -T "$broken" "$broken.away"
+  printf '%s\n' "$broken" >"$root/remote-broken"
+elif [ -f "$root/remote-broken" ]; then
+  broken=$(cat "$root/remote-broken")
+  [ ! -e "$broken.away" ] || mv -T "$broken.away" "$broken"
+  rm -f "$root/remote-broken"
+fi
 ln -sfn "$self/units" "$root/systemd/.u" && mv -Tf "$root/systemd/.u" "$root/systemd/units"
 # Units the new system no longer has are stopped (forgotten); its failed ones stay failed.
 for f in "$root/systemd/state"/*; do

@@ -41,9 +41,15 @@ readonly ECHO_CUT=400
 
 # ----------------------------------------------------------------------------------------------- output
 
+# Under systemd (the timer, the activator) stderr is the journal already (JOURNAL_STREAM), so each line is
+# written once; a push session's stderr goes to the deployer, so the journal gets its own copy.
+to_journal() {
+  if [[ -n ${JOURNAL_STREAM:-} ]]; then cat >&2; else logger -t auto-upgrade; fi
+}
+
 log() {
   printf '%s\n' "${1:0:2000}" >&2 || true
-  logger -t auto-upgrade -- "${1:0:8000}" 2>/dev/null || true
+  [[ -n ${JOURNAL_STREAM:-} ]] || logger -t auto-upgrade -- "${1:0:8000}" 2>/dev/null || true
 }
 
 # JSON string literal of $1: quotes, backslashes and every control character escaped; other bytes
@@ -74,7 +80,7 @@ json_or_null() { if [[ -n $1 ]]; then json_str "$1"; else printf null; fi; }
 report_output() {
   local what=$1 file=$2 echo=${3:-false}
   [[ -s $file ]] || return 0
-  sed "s/^/$what: /" -- "$file" | logger -t auto-upgrade 2>/dev/null || true
+  sed "s/^/$what: /" -- "$file" | to_journal 2>/dev/null || true
   if [[ $echo == true ]]; then tail -n 15 -- "$file" | cut -c "1-$ECHO_CUT" >&2 || true; fi
 }
 
@@ -162,6 +168,9 @@ load_settings() {
   BOOTED=$ROOT/run/booted-system
   PROFILE=$ROOT/nix/var/nix/profiles/system
   STATUS_FILE=$STATE_DIR/status.json
+  # The last push rollout's record alone: `confirm` reads it, so a timer run that starts the moment the
+  # activator released the lease (and rewrites status.json) cannot hide the push's result.
+  PUSH_FILE=$STATE_DIR/push.json
   LEASE_FILE=$STATE_DIR/lease
   VALIDATED=$STATE_DIR/validated
   GOLDEN=$STATE_DIR/golden
@@ -184,26 +193,31 @@ link_target() { readlink -e -- "$1" 2>/dev/null || true; }
 
 write_status() {
   RESULT=$1 MESSAGE=${2:0:4000}
-  local tmp w ws="" reboot=null
+  local json w ws="" reboot=null file tmp
   [[ -z $NEEDS_REBOOT ]] || reboot=$NEEDS_REBOOT
   for w in "${WARNINGS[@]}"; do ws+="${ws:+,}$(json_str "$w")"; done
-  tmp=$(mktemp -- "$STATUS_FILE.XXXXXX")
-  {
+  json=$(
     printf '{"host":%s,"mode":%s,"rollout":%s,"lastRun":%s,"step":%s,"phase":%s,"result":%s,"message":%s,' \
       "$(json_str "$HOST")" "$(json_or_null "$MODE")" "$(json_or_null "$ROLLOUT")" "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" \
       "$(json_str "$STEP")" "$(json_str "$PHASE")" "$(json_str "$RESULT")" "$(json_str "$MESSAGE")"
-    printf '"validatedPath":%s,"runningSystem":%s,"profileSystem":%s,"bootedSystem":%s,"goldenPath":%s,"needsReboot":%s,"warnings":[%s]}\n' \
+    printf '"validatedPath":%s,"runningSystem":%s,"profileSystem":%s,"bootedSystem":%s,"goldenPath":%s,"needsReboot":%s,"warnings":[%s]}' \
       "$(json_or_null "$(link_target "$VALIDATED")")" "$(json_or_null "$(link_target "$CURRENT")")" \
       "$(json_or_null "$(link_target "$PROFILE")")" "$(json_or_null "$(link_target "$BOOTED")")" \
       "$(json_or_null "$(link_target "$GOLDEN")")" "$reboot" "$ws"
-  } >"$tmp"
-  chmod 0644 -- "$tmp"
-  mv -f -- "$tmp" "$STATUS_FILE"
+  )
+  local files=("$STATUS_FILE")
+  [[ $MODE != push ]] || files+=("$PUSH_FILE")
+  for file in "${files[@]}"; do
+    tmp=$(mktemp -- "$file.XXXXXX")
+    printf '%s\n' "$json" >"$tmp"
+    chmod 0644 -- "$tmp"
+    mv -f -- "$tmp" "$file"
+  done
 }
 
 # A field of our own status.json (string fields we wrote: an escaped value never contains `":"`).
 status_field() {
-  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" -- "$STATUS_FILE" 2>/dev/null || true
+  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" -- "${2:-$STATUS_FILE}" 2>/dev/null || true
 }
 
 # The message of our own status.json, still JSON-escaped (enough for a log line).
@@ -302,7 +316,7 @@ lease_release() {
 
 # ----------------------------------------------------------------------------------------------- tools
 
-CHILD="" TICKER="" STAGE="" IN_FLIGHT=false PREV=""
+CHILD="" TICKER="" STAGE="" IN_FLIGHT=false PREV="" REMOTE_REACHED=true
 
 # Runs a tool bounded by $1 seconds, output captured in $OUT (never on our stdout). While it runs, push and
 # confirm write a progress line every 15 s: if the SSH session is gone that write fails (EPIPE) and the
@@ -411,6 +425,7 @@ pull() {
   if ! run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" fetch --quiet -- "$REMOTE" "$BRANCH"; then
     report_output git "$OUT"
     warn "cannot fetch $REMOTE $BRANCH ($(summary_of "$OUT")); building the checkout as it is"
+    REMOTE_REACHED=false
     return 0
   fi
   if git_owner merge-base --is-ancestor FETCH_HEAD HEAD; then return 0; fi
@@ -571,7 +586,9 @@ health_gate() {
       return 1
     fi
   done
-  if [[ $MODE == timer ]]; then
+  # The timer's gate: the host still reaches its remote (a switch that breaks networking rolls back). If the
+  # fetch before the build already failed, the switch did not break it: no reason to roll back.
+  if [[ $MODE == timer && $REMOTE_REACHED == true ]]; then
     left=$((end - SECONDS))
     if ((left <= 0)) || ! run_tool "$left" "${GIT[@]}" ls-remote --quiet --exit-code -- "$REMOTE" >/dev/null; then
       report_output git "$OUT"
@@ -605,6 +622,8 @@ rollback() {
 # The whole safe activation of $P. Push mode waits for `confirm $ROLLOUT` between gate and profile.
 activate_safely() {
   PREV=$(link_target "$CURRENT")
+  # Every NixOS host runs a system; without one there is nothing to roll back to, so nothing is activated.
+  [[ -n $PREV ]] || fail "no running system at $CURRENT: not a NixOS host (or AUTO_UPGRADE_ROOT is wrong); nothing activated"
   local before
   before=$(failed_units)
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
@@ -823,8 +842,8 @@ start_activator() {
   fi
   local end=$((SECONDS + SWITCH_TIMEOUT + HEALTH_TIMEOUT + 60)) tick=$SECONDS started=$SECONDS r ph holder
   while :; do
-    r=$(status_field result) ph=$(status_field phase)
-    if [[ $(status_field rollout) == "$ROLLOUT" ]]; then
+    r=$(status_field result "$PUSH_FILE") ph=$(status_field phase "$PUSH_FILE")
+    if [[ $(status_field rollout "$PUSH_FILE") == "$ROLLOUT" ]]; then
       [[ $r == running && $ph == awaiting-confirmation ]] && return 0
       if [[ $r == rolled-back || $r == failed ]]; then
         FINAL=true
@@ -837,7 +856,7 @@ start_activator() {
     holder=$(lease_field pid)
     if [[ $holder == "$$" ]] && ((SECONDS - started > 30)); then
       fail "the activator did not start within 30 s (journalctl -u auto-upgrade-activate-$ROLLOUT)"
-    elif [[ $holder != "$$" ]] && ! pid_alive "$holder" && [[ $(status_field result) == running ]]; then
+    elif [[ $holder != "$$" ]] && ! pid_alive "$holder" && [[ $(status_field result "$PUSH_FILE") == running ]]; then
       fail "the activator (pid ${holder:-?}) died during $ph (journalctl -u auto-upgrade-activate-$ROLLOUT)"
     fi
     if ((SECONDS - tick >= 15)); then progress "activating: $ph"; tick=$SECONDS; fi
@@ -849,7 +868,7 @@ step_activate() {
   MODE=push STEP=activate ROLLOUT=$1
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
   with_lock takeover_lease "push:$ROLLOUT" "$LEASE_TTL" || { log "=== activator $ROLLOUT: the lease is no longer this rollout's ($(cat -- "$LEASE_FILE" 2>/dev/null)); nothing activated ==="; exit 1; }
-  [[ $(status_field rollout) == "$ROLLOUT" ]] || fail "status.json is not rollout $ROLLOUT's; nothing activated"
+  [[ $(status_field rollout "$PUSH_FILE") == "$ROLLOUT" ]] || fail "push.json is not rollout $ROLLOUT's; nothing activated"
   P=$(link_target "$VALIDATED")
   [[ -n $P ]] || fail "no validated system at $VALIDATED; nothing activated"
   NEEDS_REBOOT=$(needs_reboot "$P")
@@ -865,29 +884,29 @@ step_confirm() {
   mv -f -- "$STATE_DIR/confirm.new" "$STATE_DIR/confirm"
   local end=$((SECONDS + CONFIRM_TIMEOUT + 2 * SWITCH_TIMEOUT + 4 * COMMIT_TIMEOUT + 60)) tick=$SECONDS r
   while :; do
-    r=$(status_field result)
-    [[ $(status_field rollout) == "$ROLLOUT" ]] || { log "=== confirm FAILED: rollout $ROLLOUT is not the host's last rollout ($(status_field rollout)); run pulumi up again ==="; exit 1; }
+    r=$(status_field result "$PUSH_FILE")
+    [[ $(status_field rollout "$PUSH_FILE") == "$ROLLOUT" ]] || { log "=== confirm FAILED: rollout $ROLLOUT is not the host's last rollout ($(status_field rollout "$PUSH_FILE")); run pulumi up again ==="; exit 1; }
     [[ $r == running ]] || break
     if ! with_lock lease_live; then
       # Nobody holds the host: the activator died (reclaim rewrites its status as failed).
       with_lock reclaim_stale
       continue
     fi
-    ((SECONDS < end)) || { log "=== confirm FAILED: the activator of $ROLLOUT is still at $(status_field phase) ==="; exit 1; }
-    if ((SECONDS - tick >= 15)); then progress "waiting for the activator: $(status_field phase)"; tick=$SECONDS; fi
+    ((SECONDS < end)) || { log "=== confirm FAILED: the activator of $ROLLOUT is still at $(status_field phase "$PUSH_FILE") ==="; exit 1; }
+    if ((SECONDS - tick >= 15)); then progress "waiting for the activator: $(status_field phase "$PUSH_FILE")"; tick=$SECONDS; fi
     sleep 0.5
   done
   # A commit-back that failed (e.g. a conflict, now resolved) is retried by the next confirm: heal.
-  if [[ $r == failed && $(status_field phase) == commit ]] && with_lock try_lease "push:$ROLLOUT" $((4 * COMMIT_TIMEOUT + 60)); then
+  if [[ $r == failed && $(status_field phase "$PUSH_FILE") == commit ]] && with_lock try_lease "push:$ROLLOUT" $((4 * COMMIT_TIMEOUT + 60)); then
     P=$(link_target "$CURRENT")
     NEEDS_REBOOT=$(needs_reboot "$P")
     resolve_owner
     STEP=confirm
     finish_commit || true
     FINAL=true
-    r=$(status_field result)
+    r=$(status_field result "$PUSH_FILE")
   fi
-  head -n 1 -- "$STATUS_FILE"
+  head -n 1 -- "$PUSH_FILE"
   [[ $r == success ]]
 }
 
