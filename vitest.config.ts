@@ -7,7 +7,8 @@ export default defineConfig({
   test: {
     include: ["**/*.test.ts"],
     exclude: ["node_modules/**"],
-    testTimeout: 60_000,
+    // The end-to-end tests drive whole rollouts on a shared 2-core machine; unit tests take far less.
+    testTimeout: 300_000,
     hookTimeout: 600_000,
     reporters: ["default", "./test/summary-reporter.ts"],
   },
