@@ -149,10 +149,10 @@ export const pushShape = {
 const settings = z.strictObject(settingsShape);
 export type Settings = z.infer<typeof settings>;
 const roleObject = z.strictObject({
-  /** The built-in role this one starts from; required for a custom role, not allowed on a preset. */
-  preset: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }).optional(),
   ...settingsShape,
   ...pushShape,
+  /** The built-in role this one starts from; required for a custom role, not allowed on a preset. */
+  preset: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }).optional(),
 });
 // Role names become file names (roles/form-<role>.nix): the same rule as host names.
 const ROLE_NAME = HOST_LABEL;
@@ -167,7 +167,11 @@ const host = z.strictObject({
     (s) => s.length <= 253 && (IPV4.test(s) || (s.includes(":") && IPV6.test(s)) || (s.length <= 253 && s.split(".").every((l) => HOST_LABEL.test(l.toLowerCase())))),
     { error: (iss) => `${show(iss.input)} is not allowed; allowed: an RFC 1123 hostname or an IPv4/IPv6 address` },
   ),
-  port: z.number({ error: "must be a port number from 1 to 65535" }).int().min(1).max(65535).optional(),
+  /** SSH port. Defaults to 22. */
+  port: z
+    .number({ error: "must be a port number from 1 to 65535" })
+    .refine((n) => Number.isInteger(n) && n >= 1 && n <= 65535, { error: "must be a port number from 1 to 65535" })
+    .optional(),
   /** SSH user; commands that need root run through passwordless sudo when it is not root. */
   user: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
   /** The host's SSH public key in authorized_keys format; without it the connection is not authenticated. */
