@@ -97,6 +97,8 @@ describe("the packed package in a user's project", () => {
     await fs.mkdir(path.join(pulumiDir, "state"), { recursive: true });
     await fs.mkdir(path.join(pulumiDir, "work"), { recursive: true });
     const sim = {
+      stack: "lab",
+      address: "127.0.0.1",
       host: { name: host.name, port: host.port, hostKey: host.hostKey, checkout: host.checkout, stateDir: host.stateDir },
       privateKey: fleet.privateKey,
       bin: path.dirname(bin),
@@ -104,7 +106,13 @@ describe("the packed package in a user's project", () => {
       env: offlineEnv(pulumiDir, bin),
     };
     const before = await currentSystem(host);
-    const out = lastJson(await sh(process.execPath, [path.join(project, "dist", "index.js")], { cwd: project, env: { ...process.env, NIXFLEET_SIM: JSON.stringify(sim) } }));
+    const program = (s: typeof sim) => sh(process.execPath, [path.join(project, "dist", "index.js")], { cwd: project, env: { ...process.env, NIXFLEET_SIM: JSON.stringify(s) } });
+    // A bad value in the Output fails the update, naming the field, and touches nothing.
+    const bad = await program({ ...sim, stack: "bad", address: "bad_host!" }).catch((e: Error) => e.message);
+    expect(bad).toMatch(/invalid args of Fleet "lab":\s+hosts\[0\]\.address: "bad_host!" is not allowed; allowed: an RFC 1123 hostname/);
+    expect(bad).not.toMatch(/"result":"succeeded"/);
+    expect(await currentSystem(host)).toBe(before);
+    const out = lastJson(await program(sim));
     expect(out.result).toBe("succeeded");
     const status = out.hosts.vm;
     expect(status).toMatchObject({ result: "success", role: "server", wave: 0 });

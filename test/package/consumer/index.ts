@@ -9,6 +9,9 @@ import { LocalWorkspace, PulumiCommand } from "@pulumi/pulumi/automation";
 import { Fleet, type HostStatus } from "nixfleet";
 
 interface Sim {
+  /** The stack, and the address the Output resolves to (a test sets a bad one on purpose). */
+  stack: string;
+  address: string;
   host: { name: string; port: number; hostKey: string; checkout: string; stateDir: string };
   privateKey: string;
   bin: string;
@@ -20,7 +23,7 @@ async function main(): Promise<void> {
   const sim = JSON.parse(process.env.NIXFLEET_SIM ?? "") as Sim;
   const program = async () => {
     // Stands in for e.g. `vm.ipAddress`: known only once the engine resolves it.
-    const address = pulumi.output("127.0.0.1").apply((a) => a);
+    const address = pulumi.output("pending").apply(() => sim.address);
     const fleet = new Fleet("lab", {
       privateKey: pulumi.secret(sim.privateKey),
       hosts: [{ name: sim.host.name, role: "server", address, port: sim.host.port, hostKey: sim.host.hostKey, configPath: sim.host.checkout, stateDir: sim.host.stateDir }],
@@ -28,7 +31,7 @@ async function main(): Promise<void> {
     return { hosts: fleet.status };
   };
   const stack = await LocalWorkspace.createOrSelectStack(
-    { stackName: "lab", projectName: "consumer", program },
+    { stackName: sim.stack, projectName: "consumer", program },
     { workDir: sim.workDir, projectSettings: { name: "consumer", runtime: "nodejs" }, envVars: sim.env, pulumiCommand: await PulumiCommand.get({ root: sim.bin }) },
   );
   const up = await stack.up({ onOutput: (line) => process.stderr.write(line) });
