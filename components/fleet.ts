@@ -7,7 +7,8 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { argsSource, resolveArgs, type FleetSpec } from "./args";
-import { fleetContext, Host, type HostArgs, type HostStatus } from "./host";
+import { fleetContext } from "./context";
+import { Host, type HostArgs, type HostStatus } from "./host";
 import { TYPES } from "./tokens";
 
 /**

@@ -22,6 +22,7 @@ import type { ResolvedHost } from "../config/resolve";
 import { sha256 } from "../render/bundle";
 import { shellQuote } from "../render/shell";
 import { argsSource, resolveArgs, type FleetSpec, type HostContext, type HostSpec, type TimeoutArgs } from "./args";
+import { fleetContext } from "./context";
 import { hostCommands, parseDeployOutput } from "./remote";
 
 // The commands of one host, for tools that replay them over plain ssh (scripts/bench-fleet.ts).
@@ -53,12 +54,6 @@ export interface HostArgs extends HostSpec {
   readonly previous?: pulumi.Input<HostStatus | undefined>;
 }
 
-/**
- * Set by `Fleet` for the args of each Host it creates: the fleet already validated them (with
- * fleet-wide checks and field names); a Host made by a user validates its own.
- */
-/** @internal Fleet to Host hand-over; not for users. */
-export const fleetContext = new WeakMap<HostArgs, HostContext>();
 
 function ownContext(name: string, args: HostArgs): HostContext {
   const { privateKey: _k, roles, timeouts, after: _a, previous: _p, ...spec } = args;
