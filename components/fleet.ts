@@ -6,13 +6,17 @@
  * even when some failed, and the fleet logs one error per failed host and one per stopped wave.
  */
 import * as pulumi from "@pulumi/pulumi";
-import type { ResolvedFleet } from "../config/resolve";
-import { Host, type HostStatus } from "./host";
+import { argsSource, resolveArgs, type FleetSpec } from "./args";
+import { fleetContext } from "./context";
+import { Host, type HostArgs, type HostStatus } from "./host";
 import { TYPES } from "./tokens";
 
-export interface FleetArgs {
-  /** Hosts and timeouts from `resolveFleet(parseFleetConfig(...))`. */
-  readonly fleet: ResolvedFleet;
+/**
+ * The fleet: `hosts`, `roles` and `timeouts` are what a stack's `nixfleet:hosts`, `nixfleet:roles`
+ * and `nixfleet:timeouts` hold (see HostSpec, RoleArgs, TimeoutArgs), plus the key. Bad values throw
+ * a ConfigError naming the field (`hosts[2].address: …`); Output values are checked when they resolve.
+ */
+export interface FleetArgs extends FleetSpec {
   /** The SSH private key for every host; pass it as a secret. */
   readonly privateKey: pulumi.Input<string>;
   /**
@@ -46,19 +50,27 @@ export class Fleet extends pulumi.ComponentResource {
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
     super(TYPES.fleet, name, {}, opts);
+    const source = argsSource(`args of Fleet ${JSON.stringify(name)}`, false);
+    const { known, resolved } = resolveArgs(args, source);
     const previous = pulumi.output(args.previous);
     const hosts: Record<string, Host> = {};
-    const waves = [...new Set(args.fleet.hosts.map((h) => h.push.wave))].sort((a, b) => a - b);
+    const waves = [...new Set(known.hosts.map((h) => h.push.wave))].sort((a, b) => a - b);
     let before: Host[] = [];
     for (const wave of waves) {
       const current: Host[] = [];
-      for (const host of args.fleet.hosts.filter((h) => h.push.wave === wave)) {
+      for (const host of known.hosts.filter((h) => h.push.wave === wave)) {
+        const hostArgs: HostArgs = {
+          ...args.hosts[host.index],
+          roles: args.roles,
+          timeouts: args.timeouts,
+          privateKey: args.privateKey,
+          after: before,
+          previous: previous.apply((p) => p?.[host.name]),
+        };
+        // Validated here, fleet-wide (unique names and endpoints), once the Outputs resolve.
+        fleetContext.set(hostArgs, { known: host, resolved: resolved.apply((f) => f.hosts[host.index]), timeouts: known.timeouts, source });
         // Prefixed with the fleet's name: two fleets in one program never collide.
-        const h = new Host(
-          `${name}-${host.name}`,
-          { host, privateKey: args.privateKey, timeouts: args.fleet.timeouts, after: before, previous: previous.apply((p) => p?.[host.name]) },
-          { parent: this },
-        );
+        const h = new Host(`${name}-${host.name}`, hostArgs, { parent: this });
         hosts[host.name] = h;
         current.push(h);
       }

@@ -106,10 +106,9 @@ describe("a host is exactly two remote commands", () => {
   });
 
   it("two Fleets in one program do not collide", async () => {
-    const resolved = fleetFromConfigMap({ "nixfleet:hosts": JSON.stringify(hosts) });
     const { created } = await run(() => {
-      const a = new Fleet("home", { fleet: resolved, privateKey: pulumi.secret("k") });
-      const b = new Fleet("lab", { fleet: resolved, privateKey: pulumi.secret("k") });
+      const a = new Fleet("home", { hosts, privateKey: pulumi.secret("k") });
+      const b = new Fleet("lab", { hosts, privateKey: pulumi.secret("k") });
       return { a: a.status, b: b.status };
     });
     const keys = created.map((c) => `${c.type}::${c.name}`);

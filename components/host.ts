@@ -18,9 +18,11 @@
  */
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import type { ResolvedHost, Timeouts } from "../config/resolve";
+import type { ResolvedHost } from "../config/resolve";
 import { sha256 } from "../render/bundle";
 import { shellQuote } from "../render/shell";
+import { argsSource, resolveArgs, type FleetSpec, type HostContext, type HostSpec, type TimeoutArgs } from "./args";
+import { fleetContext } from "./context";
 import { hostCommands, parseDeployOutput } from "./remote";
 
 // The commands of one host, for tools that replay them over plain ssh (scripts/bench-fleet.ts).
@@ -38,17 +40,26 @@ import { TYPES } from "./tokens";
 export const DIAL_ERROR_LIMIT = 3;
 export const PER_DIAL_TIMEOUT = 10;
 
-export interface HostArgs {
-  /** The host with its resolved settings (from `resolveFleet`). */
-  readonly host: ResolvedHost;
+/** Args of one `Host`: the machine (as a `Fleet` lists it) plus what a fleet otherwise supplies. */
+export interface HostArgs extends HostSpec {
   /** The SSH private key (OpenSSH format); pass it as a secret. */
   readonly privateKey: pulumi.Input<string>;
-  /** Bounds of the remote phases (`nixfleet:timeouts`). */
-  readonly timeouts: Timeouts;
+  /** Preset changes and custom roles this host's role may name. Defaults to none: the presets' built-in defaults. */
+  readonly roles?: FleetSpec["roles"];
+  /** Bounds of the remote phases. Defaults to lease 120, hooks 900, validate 3600, switch 600, commit 300. */
+  readonly timeouts?: TimeoutArgs;
   /** Hosts of the previous wave: this host's deploy starts after all of them confirmed. Defaults to none. */
   readonly after?: readonly Host[];
   /** This host's status from the stack's last outputs, for retries and skipped hosts. Defaults to none (no healing). */
   readonly previous?: pulumi.Input<HostStatus | undefined>;
+}
+
+
+function ownContext(name: string, args: HostArgs): HostContext {
+  const { privateKey: _k, roles, timeouts, after: _a, previous: _p, ...spec } = args;
+  const source = argsSource(`args of Host ${JSON.stringify(name)}`, true);
+  const r = resolveArgs({ hosts: [spec], roles, timeouts }, source);
+  return { known: r.known.hosts[0], resolved: r.resolved.apply((f) => f.hosts[0]), timeouts: r.known.timeouts, source };
 }
 
 /** What one host reports after `pulumi up`, also when it failed; never secrets. */
@@ -118,27 +129,36 @@ export class Host extends pulumi.ComponentResource {
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
     super(TYPES.host, name, {}, opts);
-    const { host, timeouts } = args;
-    if (!host.hostKey) {
+    const ctx = fleetContext.get(args) ?? ownContext(name, args);
+    const { known: host, resolved, timeouts } = ctx;
+    if (args.hostKey === undefined) {
+      const key = ctx.source.keyPath(["hosts", host.index, "hostKey"]);
+      const address = typeof args.address === "string" ? shellQuote(host.address) : "<address>";
       pulumi.log.warn(
         `host ${host.name}: no hostKey pinned, so the SSH connection does not authenticate the host ` +
           `(the command provider ignores host keys unless one is set). Pin it: ` +
-          `pulumi config set --path 'nixfleet:hosts[${host.index}].hostKey' "$(ssh-keyscan -t ed25519 ${shellQuote(host.address)} | cut -d' ' -f2-)"`,
+          (key.startsWith("nixfleet:")
+            ? `pulumi config set --path '${key}' "$(ssh-keyscan -t ed25519 ${address} | cut -d' ' -f2-)"`
+            : `set ${key} to the output of: ssh-keyscan -t ed25519 ${address} | cut -d' ' -f2-`),
         this,
       );
     }
+    // A value given as an Output comes from the validated host once it resolves (a bad one fails the
+    // commands, named); a plain value is used as it is, exactly as before Inputs were allowed.
+    const later = <K extends "address" | "port" | "hostKey">(k: K) =>
+      typeof args[k] === "object" ? (resolved.apply((h) => h[k]) as pulumi.Output<NonNullable<ResolvedHost[K]>>) : host[k];
     const connection: command.types.input.remote.ConnectionArgs = {
-      host: host.address,
-      port: host.port,
+      host: later("address"),
+      port: later("port"),
       user: host.user,
       privateKey: pulumi.secret(args.privateKey),
-      hostKey: host.hostKey,
+      hostKey: later("hostKey"),
       dialErrorLimit: DIAL_ERROR_LIMIT,
       perDialTimeout: PER_DIAL_TIMEOUT,
     };
     const previous = pulumi.output(args.previous);
     const retry = previous.apply((p) => nextRetry(p));
-    const cmds = retry.apply((r) => hostCommands(host, timeouts, r));
+    const cmds = pulumi.all([resolved, retry]).apply(([h, r]) => hostCommands(h, timeouts, r));
     const bundleId = cmds.apply((c) => sha256(c.bundle).slice(0, 16));
     const common = { connection, logging: "stdoutAndStderr" as const, addPreviousOutputInEnv: false };
 

@@ -4,7 +4,8 @@
  * the end-to-end tests run the same function as an Automation API inline program.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { fleetFromConfigMap } from "../config/stack";
+import { resolveFleet } from "../config/resolve";
+import { configFromConfigMap } from "../config/stack";
 import { Fleet } from "./fleet";
 import type { HostStatus } from "./host";
 
@@ -12,7 +13,9 @@ import type { HostStatus } from "./host";
 export const HOSTS_OUTPUT = "hosts";
 
 export function fleetProgram() {
-  const resolved = fleetFromConfigMap(pulumi.runtime.allConfig());
+  // Checked here first, so a bad value is named by its config key (nixfleet:hosts[2].address).
+  const config = configFromConfigMap(pulumi.runtime.allConfig());
+  resolveFleet(config);
   // This stack's own last outputs (empty on the first run): how a host whose confirm failed gets
   // deployed again by a plain `up` (see Host). Verified with the real engine: a failed `up` still
   // saves the outputs, and reading them back works in preview and up.
@@ -21,7 +24,7 @@ export function fleetProgram() {
   });
   const previous = self.getOutput(HOSTS_OUTPUT) as pulumi.Output<Record<string, HostStatus> | undefined>;
   const fleet = new Fleet("fleet", {
-    fleet: resolved,
+    ...config,
     privateKey: new pulumi.Config("nixfleet").requireSecret("sshPrivateKey"),
     previous,
   });

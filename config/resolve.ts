@@ -1,8 +1,9 @@
 /**
- * From parsed stack config to one fully-resolved record per host: built-in role defaults,
- * then the stack's `roles` settings, then the host's own overrides.
+ * From parsed stack config to one fully-resolved record per host: the preset's built-in defaults,
+ * then the stack's `roles` settings, then the host's own overrides. A custom role starts from the
+ * built-in defaults of the preset it names (not from the stack's settings for that preset).
  */
-import { ConfigError, DEFAULT_TIMEOUTS, pushShape, ROLES, settingsShape, type FleetConfig, type HostConfig, type PushSettings, type Role, type Settings } from "./schema";
+import { ConfigError, DEFAULT_TIMEOUTS, pushShape, ROLES, settingsShape, STACK_CONFIG, type FleetConfig, type HostConfig, type Preset, type PushSettings, type Role, type Settings, type Source } from "./schema";
 
 export type FullSettings = Required<Settings>;
 export type FullPushSettings = Required<PushSettings>;
@@ -29,7 +30,8 @@ const common: FullSettings = {
 export const PUSH_DEFAULTS: FullPushSettings = { confirmTimeout: 30, wave: 0 };
 
 /** The plan's role defaults: desktops and laptops commit back, servers and Pis are pull-only; all validate and run the chezmoi hook. */
-export const ROLE_DEFAULTS: Readonly<Record<Role, FullSettings>> = {
+// Indexable by any role name (undefined for a custom one): callers holding a plain string can look up.
+export const ROLE_DEFAULTS: Readonly<Record<Preset, FullSettings>> & Readonly<Partial<Record<string, FullSettings>>> = {
   desktop: { ...common, hostCanCommitConfig: true },
   laptop: { ...common, hostCanCommitConfig: true },
   server: { ...common },
@@ -79,8 +81,17 @@ function pickSettings(from: Settings): Settings {
   return out as Settings;
 }
 
+/** The preset a role starts from: itself for a built-in role, its `preset` for a custom one. */
+export function presetOf(cfg: FleetConfig, role: Role): Preset {
+  if ((ROLES as readonly string[]).includes(role)) return role as Preset;
+  const preset = cfg.roles?.[role]?.preset;
+  // parseFleetConfig refuses a custom role without a preset; this guards callers that skipped it.
+  if (preset === undefined) throw new Error(`nixfleet: role ${JSON.stringify(role)} is neither built in nor defined in roles with a preset`);
+  return preset;
+}
+
 export function roleSettings(cfg: FleetConfig, role: Role): FullSettings {
-  return { ...ROLE_DEFAULTS[role], ...pickSettings(cfg.roles?.[role] ?? {}) };
+  return { ...ROLE_DEFAULTS[presetOf(cfg, role)], ...pickSettings(cfg.roles?.[role] ?? {}) };
 }
 
 function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): ResolvedHost {
@@ -106,20 +117,19 @@ function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): Resolve
 }
 
 /** Resolves every host; cross-field rules that need the merged settings are checked here. */
-export function resolveFleet(cfg: FleetConfig): ResolvedFleet {
+export function resolveFleet(cfg: FleetConfig, source: Source = STACK_CONFIG): ResolvedFleet {
   const hosts = cfg.hosts.map((h, i) => resolveHost(cfg, h, i));
   const issues: string[] = [];
   hosts.forEach((h, i) => {
     const missing = h.settings.requiredHooks.filter((u) => !h.settings.preUpdateHooks.includes(u));
     if (missing.length > 0) {
-      issues.push(`nixfleet:hosts[${i}].requiredHooks: ${missing.map((u) => JSON.stringify(u)).join(", ")} not in the host's preUpdateHooks; allowed: a subset of [${h.settings.preUpdateHooks.join(", ")}]`);
+      issues.push(`${source.keyPath(["hosts", i, "requiredHooks"])}: ${missing.map((u) => JSON.stringify(u)).join(", ")} not in the host's preUpdateHooks; allowed: a subset of [${h.settings.preUpdateHooks.join(", ")}]`);
     }
   });
-  for (const role of ROLES) {
-    const s = cfg.roles?.[role];
+  for (const [role, s] of Object.entries(cfg.roles ?? {})) {
     const missing = (s?.requiredHooks ?? []).filter((u) => !roleSettings(cfg, role).preUpdateHooks.includes(u));
-    if (missing.length > 0) issues.push(`nixfleet:roles.${role}.requiredHooks: ${missing.join(", ")} not in the role's preUpdateHooks`);
+    if (missing.length > 0) issues.push(`${source.keyPath(["roles", role, "requiredHooks"])}: ${missing.join(", ")} not in the role's preUpdateHooks`);
   }
-  if (issues.length > 0) throw new ConfigError(issues);
+  if (issues.length > 0) throw new ConfigError(issues, source.what);
   return { hosts, timeouts: { ...DEFAULT_TIMEOUTS, ...cfg.timeouts } };
 }

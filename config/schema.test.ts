@@ -35,7 +35,7 @@ describe("parseFleetConfig: bad input names the config key and says what is allo
     [{ hostCanCommitConfig: "true" }, /^nixfleet:hosts\[2\]\.hostCanCommitConfig: must be true or false/],
     [{ preUpdateValidation: 1 }, /preUpdateValidation: must be true or false/],
     [{ port: 70000 }, /port: /],
-    [{ role: "router" }, /^nixfleet:hosts\[2\]\.role: must be one of desktop, laptop, server, pi$/],
+    [{ role: "router" }, /^nixfleet:hosts\[2\]\.role: "router" is not a role; allowed: desktop, laptop, server, pi \(a custom role is defined in roles with a preset\)$/],
     [{ hostKey: "ssh-ed25519 AAAA host@comment" }, /hostKey: .*authorized_keys format/],
     [{ colour: "red" }, /^nixfleet:hosts\[2\]: unknown key\(s\) "colour"; allowed: name, address/],
   ])("%j", (bad, message) => {
@@ -62,7 +62,7 @@ describe("parseFleetConfig: bad input names the config key and says what is allo
     expect(issuesOf({ roles: { server: { preUpdateHooks: ["x;y.service"] } }, hosts: [host()] })).toEqual([
       expect.stringMatching(/^nixfleet:roles\.server\.preUpdateHooks\[0\]: "x;y\.service" is not a systemd unit name/),
     ]);
-    expect(issuesOf({ roles: { kiosk: {} }, hosts: [host()] })[0]).toMatch(/^nixfleet:roles\.kiosk: /);
+    expect(issuesOf({ roles: { kiosk: {} }, hosts: [host()] })[0]).toMatch(/^nixfleet:roles\.kiosk\.preset: is required/);
   });
 
   it.each(["main", "release/2026.11", "feature/x-y_z", "v1.0"])("accepts branch %s", (b) => expect(branchProblem(b)).toBeUndefined());
@@ -75,7 +75,7 @@ describe("role defaults and host overrides", () => {
     expect(ROLE_DEFAULTS.laptop.hostCanCommitConfig).toBe(true);
     expect(ROLE_DEFAULTS.server.hostCanCommitConfig).toBe(false);
     expect(ROLE_DEFAULTS.pi.hostCanCommitConfig).toBe(false);
-    for (const d of Object.values(ROLE_DEFAULTS)) {
+    for (const d of [ROLE_DEFAULTS.desktop, ROLE_DEFAULTS.laptop, ROLE_DEFAULTS.server, ROLE_DEFAULTS.pi]) {
       expect(d.preUpdateValidation).toBe(true);
       expect(d.preUpdateHooks).toEqual(["chezmoi-pre-update.service"]);
     }
@@ -165,9 +165,30 @@ describe("refuses values that would break a host (issue 8 item 9), naming the fi
     expect(() => parseFleetConfig({ hosts: [a, host({ name: "b", address: "box.lan", port: 2222 })] })).not.toThrow();
   });
 
-  it("roles: only the four roles; __proto__ (which a parsed record silently drops) is named", () => {
+  it("roles: names are labels; __proto__ (which a parsed record silently drops) is named", () => {
     const raw = JSON.parse(`{"roles":{"__proto__":{"branch":"x"},"server":{}},"hosts":[${JSON.stringify(host())}]}`);
-    expect(issuesOf(raw)).toEqual(['nixfleet:roles.__proto__: "__proto__" is not a role; allowed: desktop, laptop, server, pi']);
+    expect(issuesOf(raw)).toEqual(['nixfleet:roles.__proto__: "__proto__" is not a role name; allowed: an RFC 1123 label: lowercase letters, digits and \'-\', 1 to 63 characters']);
+  });
+
+  it("a custom role names its preset and starts from the preset's built-in defaults", () => {
+    const fleet = resolveFleet(
+      parseFleetConfig({
+        roles: { desktop: { branch: "stable" }, kiosk: { preset: "desktop", schedule: "Mon 03:00", wave: 2 } },
+        hosts: [host({ role: "kiosk" })],
+      }),
+    );
+    const [kiosk] = fleet.hosts;
+    expect(kiosk.role).toBe("kiosk");
+    // desktop's built-in commit-back, not the stack's desktop branch: a custom role inherits the preset only.
+    expect(kiosk.settings).toMatchObject({ hostCanCommitConfig: true, schedule: "Mon 03:00", branch: "main" });
+    expect(kiosk.push.wave).toBe(2);
+    expect(issuesOf({ roles: { kiosk: { schedule: "04:00" } }, hosts: [host({ role: "kiosk" })] })).toEqual([
+      'nixfleet:roles.kiosk.preset: is required for the custom role "kiosk"; allowed: desktop, laptop, server, pi (the built-in role whose defaults it starts from)',
+    ]);
+    expect(issuesOf({ roles: { server: { preset: "pi" } }, hosts: [host()] })).toEqual([
+      'nixfleet:roles.server.preset: is not allowed on the built-in role "server"; it is its own preset',
+    ]);
+    expect(issuesOf({ roles: { kiosk: { preset: "router" } }, hosts: [host()] })[0]).toMatch(/^nixfleet:roles\.kiosk\.preset: must be one of desktop, laptop, server, pi/);
   });
 
   it("role-level health, confirm and wave settings apply to the role's hosts, a host's own win", () => {

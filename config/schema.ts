@@ -6,9 +6,12 @@
  */
 import { z } from "zod";
 
-/** The roles nixfleet knows, each with built-in defaults (see `ROLE_DEFAULTS`). */
+/** The built-in roles (presets), each with the plan's defaults (see `ROLE_DEFAULTS`). */
 export const ROLES = ["desktop", "laptop", "server", "pi"] as const;
-export type Role = (typeof ROLES)[number];
+export type Preset = (typeof ROLES)[number];
+/** A role name: a preset, or a role defined in `roles` (which names the preset it starts from). */
+export type Role = string;
+const isPreset = (r: string): r is Preset => (ROLES as readonly string[]).includes(r);
 
 // systemd.unit(5) names, the same rule as the module's assertion and the script's UNIT_RE: letters,
 // digits and ":-_.\" (not "-" first), one "@" for a template, a unit type suffix; at most 255 chars.
@@ -145,7 +148,15 @@ export const pushShape = {
 
 const settings = z.strictObject(settingsShape);
 export type Settings = z.infer<typeof settings>;
-const roleObject = z.strictObject({ ...settingsShape, ...pushShape });
+const roleObject = z.strictObject({
+  ...settingsShape,
+  ...pushShape,
+  /** The built-in role this one starts from; required for a custom role, not allowed on a preset. */
+  preset: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }).optional(),
+});
+// Role names become file names (roles/form-<role>.nix): the same rule as host names.
+const ROLE_NAME = HOST_LABEL;
+const ROLE_NAME_RULE = "an RFC 1123 label: lowercase letters, digits and '-', 1 to 63 characters";
 export type PushSettings = z.infer<z.ZodObject<typeof pushShape>>;
 
 const host = z.strictObject({
@@ -156,7 +167,11 @@ const host = z.strictObject({
     (s) => s.length <= 253 && (IPV4.test(s) || (s.includes(":") && IPV6.test(s)) || (s.length <= 253 && s.split(".").every((l) => HOST_LABEL.test(l.toLowerCase())))),
     { error: (iss) => `${show(iss.input)} is not allowed; allowed: an RFC 1123 hostname or an IPv4/IPv6 address` },
   ),
-  port: z.number({ error: "must be a port number from 1 to 65535" }).int().min(1).max(65535).optional(),
+  /** SSH port. Defaults to 22. */
+  port: z
+    .number({ error: "must be a port number from 1 to 65535" })
+    .refine((n) => Number.isInteger(n) && n >= 1 && n <= 65535, { error: "must be a port number from 1 to 65535" })
+    .optional(),
   /** SSH user; commands that need root run through passwordless sudo when it is not root. */
   user: pattern(UNIX_USER, "allowed: a Unix user name (lowercase letters, digits, '_' and '-')").optional(),
   /** The host's SSH public key in authorized_keys format; without it the connection is not authenticated. */
@@ -165,7 +180,8 @@ const host = z.strictObject({
       error: "is an RSA key: the command provider offers only SHA-1 ssh-rsa for it, which OpenSSH 8.8 and later refuse; pin the ed25519 key: ssh-keyscan -t ed25519 <address>",
     })
     .optional(),
-  role: z.enum(ROLES, { error: `must be one of ${ROLES.join(", ")}` }),
+  /** A preset (desktop, laptop, server, pi) or a role defined in `roles` (checked below). */
+  role: z.string({ error: `must be a role name: one of ${ROLES.join(", ")} or a role defined in roles` }),
   /** The nix-config checkout on the host. */
   configPath: withProblem((p) => (p === "/" ? "must not be '/'; allowed: the nix-config checkout's own directory" : pathProblem(p))),
   /** Owner of the checkout; git runs as this user. Defaults to whoever owns the directory on the host. */
@@ -199,6 +215,14 @@ const fleetObject = z.strictObject({
 });
 
 export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
+  for (const [name, role] of Object.entries(cfg.roles ?? {})) {
+    if (isPreset(name) && role.preset !== undefined && role.preset !== name) {
+      ctx.addIssue({ code: "custom", path: ["roles", name, "preset"], message: `is not allowed on the built-in role ${show(name)}; it is its own preset` });
+    }
+    if (!isPreset(name) && role.preset === undefined) {
+      ctx.addIssue({ code: "custom", path: ["roles", name, "preset"], message: `is required for the custom role ${show(name)}; allowed: ${ROLES.join(", ")} (the built-in role whose defaults it starts from)` });
+    }
+  }
   const names = new Map<string, number>();
   const endpoints = new Map<string, number>();
   cfg.hosts.forEach((h, i) => {
@@ -207,6 +231,10 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
       ctx.addIssue({ code: "custom", path: ["hosts", i, "name"], message: `${show(h.name)} is already hosts[${first}].name; host names must be unique` });
     }
     names.set(h.name, i);
+    if (!isPreset(h.role) && !Object.hasOwn(cfg.roles ?? {}, h.role)) {
+      const custom = Object.keys(cfg.roles ?? {}).filter((r) => !isPreset(r));
+      ctx.addIssue({ code: "custom", path: ["hosts", i, "role"], message: `${show(h.role)} is not a role; allowed: ${[...ROLES, ...custom].join(", ")} (a custom role is defined in roles with a preset)` });
+    }
     // Two entries for one machine would switch it to the other host's system.
     const endpoint = `${h.address.toLowerCase()}:${h.port ?? 22}`;
     const same = endpoints.get(endpoint);
@@ -224,10 +252,13 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
 });
 export type FleetConfig = z.infer<typeof fleetConfigSchema>;
 
-/** Thrown for invalid stack config; `issues` are lines like `nixfleet:hosts[2].preUpdateHooks[0]: …`. */
+/** Thrown for invalid stack config or component args; `issues` are lines like `nixfleet:hosts[2].preUpdateHooks[0]: …`. */
 export class ConfigError extends Error {
-  constructor(readonly issues: string[]) {
-    super(`invalid nixfleet stack config:\n  ${issues.join("\n  ")}`);
+  constructor(
+    readonly issues: string[],
+    what = "nixfleet stack config",
+  ) {
+    super(`invalid ${what}:\n  ${issues.join("\n  ")}`);
     this.name = "ConfigError";
   }
 }
@@ -242,25 +273,36 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
+/** How an issue names its field: `configKeyPath` for stack config, a component's own for its args. */
+export type KeyPath = (path: readonly PropertyKey[]) => string;
+
+/** Where the values came from, for error messages: stack config by default. */
+export interface Source {
+  readonly keyPath: KeyPath;
+  /** "nixfleet stack config", `args of Fleet "home"`, … */
+  readonly what: string;
+}
+export const STACK_CONFIG: Source = { keyPath: configKeyPath, what: "nixfleet stack config" };
+
 /** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
-export function parseFleetConfig(raw: unknown): FleetConfig {
-  const roleIssues = unknownRoles(raw);
+export function parseFleetConfig(raw: unknown, source: Source = STACK_CONFIG): FleetConfig {
+  const roleIssues = badRoleNames(raw, source.keyPath);
   const result = fleetConfigSchema.safeParse(raw, { reportInput: true });
   if (result.success && roleIssues.length === 0) return result.data;
-  const issues = result.success ? [] : result.error.issues.map((iss) => issueLine(iss));
-  throw new ConfigError(boundIssues([...roleIssues, ...issues]));
+  const issues = result.success ? [] : result.error.issues.map((iss) => issueLine(iss, source.keyPath));
+  throw new ConfigError(boundIssues([...roleIssues, ...issues]), source.what);
 }
 
 /**
- * Every key of `roles` must be a role. Checked on the raw value: a parsed record silently loses a
- * `__proto__` key (assigning it sets the prototype), so zod's output cannot show it.
+ * Every key of `roles` must be a valid role name. Checked on the raw value: a parsed record silently
+ * loses a `__proto__` key (assigning it sets the prototype), so zod's output cannot show it.
  */
-function unknownRoles(raw: unknown): string[] {
+function badRoleNames(raw: unknown, keyPath: KeyPath): string[] {
   const roles = (raw as { roles?: unknown } | null)?.roles;
   if (roles === null || typeof roles !== "object" || Array.isArray(roles)) return [];
   return Object.keys(roles)
-    .filter((k) => !(ROLES as readonly string[]).includes(k))
-    .map((k) => `${configKeyPath(["roles", k])}: ${show(k)} is not a role; allowed: ${ROLES.join(", ")}`);
+    .filter((k) => !ROLE_NAME.test(k))
+    .map((k) => `${keyPath(["roles", k])}: ${show(k)} is not a role name; allowed: ${ROLE_NAME_RULE}`);
 }
 
 /** At most 20 lines of at most 400 characters: an error about huge input stays readable. */
@@ -276,7 +318,7 @@ function allowedKeys(path: readonly PropertyKey[]): string[] {
   return Object.keys(roleObject.shape);
 }
 
-function issueLine(iss: z.core.$ZodIssue): string {
+function issueLine(iss: z.core.$ZodIssue, configKeyPath: KeyPath): string {
   if (iss.code === "unrecognized_keys") {
     const unknown = iss.keys.slice(0, 5).map((k) => show(k)).join(", ");
     return `${configKeyPath(iss.path)}: unknown key(s) ${unknown}; allowed: ${allowedKeys(iss.path).join(", ")}`;

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { resolveFleet, type ResolvedFleet } from "./resolve";
-import { ConfigError, parseFleetConfig } from "./schema";
+import { ConfigError, parseFleetConfig, type FleetConfig } from "./schema";
 
 const NAMESPACE = "nixfleet:";
 /** Keys read by the program; `sshPrivateKey` is the secret read separately. */
@@ -14,6 +14,11 @@ const DATA_KEYS = ["roles", "hosts", "timeouts"] as const;
 const KNOWN_KEYS = [...DATA_KEYS, "sshPrivateKey"];
 
 export function fleetFromConfigMap(map: Record<string, unknown>): ResolvedFleet {
+  return resolveFleet(configFromConfigMap(map));
+}
+
+/** The parsed (validated per field, not yet resolved) `nixfleet:*` config: the shape `Fleet` takes. */
+export function configFromConfigMap(map: Record<string, unknown>): FleetConfig {
   const raw: Record<string, unknown> = {};
   const issues: string[] = [];
   for (const [key, value] of Object.entries(map)) {
@@ -26,7 +31,7 @@ export function fleetFromConfigMap(map: Record<string, unknown>): ResolvedFleet 
     }
   }
   if (issues.length > 0) throw new ConfigError(issues);
-  return resolveFleet(parseFleetConfig(raw));
+  return parseFleetConfig(raw);
 }
 
 function parseJson(key: string, text: string, issues: string[]): unknown {
