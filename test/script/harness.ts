@@ -47,6 +47,12 @@ export interface HostConfig {
   lateFailUnits?: string[];
   units?: Record<string, string>;
   buildSleep?: number;
+  /** Version of the `hello` package in the system's closure (default "2.10"). */
+  hello?: string;
+  /** KiB of padding in `hello` (a size change shows in the closure diff). */
+  helloKiB?: number;
+  /** More packages in the closure: name -> version. */
+  packages?: Record<string, string>;
 }
 
 const roots: string[] = [];
