@@ -949,6 +949,8 @@ start_activator() {
   [[ -z ${HOME:-} ]] || args+=("--setenv=HOME=$HOME")
   for v in $(compgen -e | grep -E '^(AUTO_UPGRADE_|NIX_)'); do args+=("--setenv=$v=${!v}"); done
   rm -f -- "$STATE_DIR/confirm"
+  # This run's warnings (hooks, a settled earlier activation) go on in the activator's status.json.
+  if ((${#WARNINGS[@]})); then printf '%s\n' "${WARNINGS[@]//$'\n'/ }" >"$STATE_DIR/warnings"; else rm -f -- "$STATE_DIR/warnings"; fi
   PHASE=activate
   write_status running "starting the activator"
   if ! run_tool 60 systemd-run "${args[@]}" -- bash "$copy" activate "$ROLLOUT"; then
@@ -984,6 +986,7 @@ step_activate() {
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
   with_lock takeover_lease "push:$ROLLOUT" "$LEASE_TTL" || { log "=== activator $ROLLOUT: the lease is no longer this rollout's ($(cat -- "$LEASE_FILE" 2>/dev/null)); nothing activated ==="; exit 1; }
   [[ $(status_field rollout) == "$ROLLOUT" ]] || fail "status.json is not rollout $ROLLOUT's; nothing activated"
+  if [[ -f $STATE_DIR/warnings ]]; then mapfile -t WARNINGS <"$STATE_DIR/warnings"; rm -f -- "$STATE_DIR/warnings"; fi
   P=$(link_target "$VALIDATED")
   [[ -n $P ]] || fail "no validated system at $VALIDATED; nothing activated"
   NEEDS_REBOOT=$(needs_reboot "$P")
