@@ -143,7 +143,8 @@ describe("interrupted activation", () => {
     expect(systemState(h).running).not.toBe(before.running);
     const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
     process.kill(pid, "SIGTERM");
-    await waitFor("the activator to end", () => status(h).result !== "running", 20_000);
+    // It writes its final status, then releases the lease (the other order would let confirm take it for dead).
+    await waitFor("the activator to end", () => status(h).result !== "running" && !fs.existsSync(leaseFile(h.state)), 20_000);
     expect(status(h)).toMatchObject({ result: "rolled-back" });
     expect(status(h).message).toMatch(/interrupted .* during awaiting-confirmation/);
     expect(systemState(h)).toEqual(before);
