@@ -504,7 +504,7 @@ install_one() {
   as_owner mkdir -p -- "${dest%/*}" || fail "cannot create ${dest%/*} as $OWNER"
   for stale in "$dest".nixfleet.??????; do
     [[ -f $stale || -L $stale ]] || continue
-    rm -f -- "$stale"
+    as_owner rm -f -- "$stale" || fail "cannot remove $stale as $OWNER"
     log "auto-upgrade: removed $stale, a temp file left by an install that was stopped half way"
   done
   tmp=$(as_owner mktemp -- "$dest.nixfleet.XXXXXX") || fail "cannot create a temp file beside $dest as $OWNER"
@@ -1014,6 +1014,10 @@ step_confirm() {
     if ((SECONDS - tick >= 15)); then progress "waiting for the activator: $(status_field phase)"; tick=$SECONDS; fi
     sleep 0.5
   done
+  # The activator writes its final status, then releases the lease: wait for that too (at most 10 s), so the
+  # host is free for the next run when confirm returns.
+  local free_by=$((SECONDS + 10))
+  while ((SECONDS < free_by)) && with_lock lease_live; do sleep 0.2; done
   # A commit-back that failed (e.g. a conflict, now resolved) is retried by the next confirm: heal.
   if [[ $r == failed && $(status_field phase) == commit ]] && with_lock try_lease "push:$ROLLOUT" $((4 * COMMIT_TIMEOUT + 60)); then
     P=$(link_target "$CURRENT")
