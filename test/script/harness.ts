@@ -49,6 +49,12 @@ export interface HostConfig {
   buildSleep?: number;
   /** A git remote path this system's activation makes unreachable (a switch that breaks networking). */
   breakRemote?: string;
+  /** Version of the `hello` package in the system's closure (default "2.10"). */
+  hello?: string;
+  /** KiB of padding in `hello` (a size change shows in the closure diff). */
+  helloKiB?: number;
+  /** More packages in the closure: name -> version. */
+  packages?: Record<string, string>;
 }
 
 const roots: string[] = [];

@@ -110,6 +110,26 @@ describe("status", () => {
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no status record yet/);
   });
+
+  it("works bare on a host: an environment of PATH alone reads the default state dir /var/lib/auto-upgrade", async () => {
+    const h = makeHost();
+    await timer(h);
+    // A private mount namespace whose /var/lib is a temp dir: the default path is really read, and this
+    // machine's own /var/lib is neither read nor written.
+    const varLib = path.join(h.root, "varlib");
+    fs.mkdirSync(path.join(varLib, "auto-upgrade"), { recursive: true });
+    const bareStatus = () =>
+      run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$1" /var/lib && exec env -i PATH=/usr/bin:/bin bash "$2" status', "bare", varLib, SCRIPT], { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" });
+    const none = await bareStatus();
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe("auto-upgrade: no status record yet (/var/lib/auto-upgrade/status.json)\n");
+    fs.copyFileSync(path.join(h.state, "status.json"), path.join(varLib, "auto-upgrade/status.json"));
+    const r = await bareStatus();
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(fs.readFileSync(path.join(h.state, "status.json"), "utf8"));
+    expect(JSON.parse(r.stdout)).toMatchObject({ host: "malphas", result: "success" });
+  });
 });
 
 describe("interrupted activation", () => {
@@ -123,7 +143,8 @@ describe("interrupted activation", () => {
     expect(systemState(h).running).not.toBe(before.running);
     const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
     process.kill(pid, "SIGTERM");
-    await waitFor("the activator to end", () => status(h).result !== "running", 20_000);
+    // It writes its final status, then releases the lease (the other order would let confirm take it for dead).
+    await waitFor("the activator to end", () => status(h).result !== "running" && !fs.existsSync(leaseFile(h.state)), 20_000);
     expect(status(h)).toMatchObject({ result: "rolled-back" });
     expect(status(h).message).toMatch(/interrupted .* during awaiting-confirmation/);
     expect(systemState(h)).toEqual(before);

@@ -18,7 +18,7 @@ describe("push: deploy + confirm", () => {
     const lines = d.stdout.split("\n").filter(Boolean);
     expect(lines).toHaveLength(1);
     const out = JSON.parse(lines[0]);
-    expect(out).toEqual({ rollout: d.token, validatedPath: validated(h), action: "armed", needsReboot: false });
+    expect(out).toEqual({ rollout: d.token, validatedPath: validated(h), action: "armed", needsReboot: false, diff: "nixos-system-malphas: 1 → 2" });
     expect(out.validatedPath).not.toBe(h.initial);
     expect(status(h)).toMatchObject({ mode: "push", rollout: d.token, phase: "awaiting-confirmation", result: "running" });
     // Running the new system already (test), the profile and boot entry not yet.
@@ -44,7 +44,7 @@ describe("push: deploy + confirm", () => {
     const h = makeHost();
     const d = await push(h);
     expect(d.code, d.stderr).toBe(0);
-    expect(JSON.parse(d.stdout)).toMatchObject({ action: "unchanged", validatedPath: h.initial });
+    expect(JSON.parse(d.stdout)).toMatchObject({ action: "unchanged", validatedPath: h.initial, diff: "" });
     const c = await confirm(h, d.token);
     expect(c.code, c.stderr).toBe(0);
     expect(JSON.parse(c.stdout)).toMatchObject({ result: "success", rollout: d.token });

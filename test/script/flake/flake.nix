@@ -7,8 +7,12 @@
 #   kernel initrd kernel-modules  links to files named after the kernel version (needsReboot)
 #   units/<name>                  the units this system defines (a shell command each), for the fake systemctl
 #   faults                        what the host's configuration breaks (read by switch-to-configuration)
+#   sw/<name>                     packages in the system's closure: derivations named <name>-<version>
+#                                 (what `nix store diff-closures` compares by name and version): hello
+#                                 (helloKiB KiB of padding, so its size changes too) and `packages`
 # hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
-# activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; breakRemote ? ""; }
+# activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; hello ? "2.10"; helloKiB ? 0;
+# packages ? {}; breakRemote ? ""; }
 {
   outputs = { self }:
     let
@@ -17,12 +21,21 @@
       system = name:
         let
           c = { version = "1"; kernel = "6.1"; failActivation = false; failBoot = false; activationMessage = ""; failUnits = [ ];
-                lateFailUnits = [ ]; units = { }; buildSleep = 0; breakRemote = ""; } // import (./hosts + "/${name}/configuration.nix");
+                lateFailUnits = [ ]; units = { }; buildSleep = 0; hello = "2.10"; helloKiB = 0; packages = { }; breakRemote = ""; }
+              // import (./hosts + "/${name}/configuration.nix");
           settingsFile = ./hosts + "/${name}/nixfleet.nix";
           settings = if builtins.pathExists settingsFile then import settingsFile else null;
           escape = builtins.replaceStrings [ "%" ] [ "%%" ];
           unitText = if settings == null then "" else
             "[Service]\n" + cat (map (n: "Environment=${builtins.toJSON (escape "${n}=${settings.${n}}")}\n") (builtins.attrNames settings));
+          package = name: version: kib: derivation {
+            name = "${name}-${version}";
+            system = "x86_64-linux";
+            builder = "/bin/sh";
+            args = [ "-c" "echo '${name} ${version} (stand-in)' > $out; /bin/head -c ${toString (kib * 1024)} /dev/zero >> $out" ];
+          };
+          pkgs = { hello = package "hello" c.hello c.helloKiB; } // builtins.mapAttrs (n: v: package n v 0) c.packages;
+          pkgPairs = builtins.concatStringsSep " " (map (n: "${n}=${pkgs.${n}}") (builtins.attrNames pkgs));
           kpart = what: builtins.toFile "${what}-${c.kernel}" c.kernel;
           unitPairs = builtins.concatStringsSep " " (map (n: "${n}=${builtins.toFile "unit-${n}" c.units.${n}}") (builtins.attrNames c.units));
           faults = builtins.toFile "faults" (cat [
@@ -45,6 +58,7 @@
           initrd = kpart "initrd";
           modules = kpart "modules";
           buildSleep = toString c.buildSleep;
+          inherit pkgPairs;
           args = [ "-c" ''
             set -e
             [ "$buildSleep" = 0 ] || /bin/sleep "$buildSleep"
@@ -57,6 +71,8 @@
             /bin/ln -s "$kernel" "$out/kernel"
             /bin/ln -s "$initrd" "$out/initrd"
             /bin/ln -s "$modules" "$out/kernel-modules"
+            /bin/mkdir "$out/sw"
+            for p in $pkgPairs; do /bin/ln -s "''${p#*=}" "$out/sw/''${p%%=*}"; done
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };

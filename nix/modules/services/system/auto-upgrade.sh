@@ -4,7 +4,7 @@
 #   auto-upgrade run               timer: lease, hooks check, git pull, validate, safe activation, commit-back
 #   auto-upgrade push STAGE        push session 1 (exec'd by nix/push-bootstrap.sh): lease, file install,
 #                                  hooks, validate, settings check, then the detached activator; stdout is
-#                                  one JSON line {"rollout","validatedPath","action","needsReboot"}
+#                                  one JSON line {"rollout","validatedPath","action","needsReboot","diff"}
 #   auto-upgrade activate TOKEN    the detached activator (systemd-run): test, health gate, confirmation,
 #                                  profile + boot entry, golden root, commit-back
 #   auto-upgrade confirm TOKEN     push session 2: confirms, waits for the activator, prints status.json
@@ -13,6 +13,12 @@
 # Safe activation: `switch-to-configuration test` -> health gate -> [push: confirmation] -> profile ->
 # `switch-to-configuration boot`. Any failure before the profile moved re-activates the system that ran
 # before (its own switch-to-configuration test); profile and boot entry stay as they were.
+# The system that ran before is recorded ($STATE_DIR/previous, a GC root) before `test` and removed when the
+# activation ends either way: a run that finds it (the activator was SIGKILLed, the power went) settles
+# that activation first, so a half-activated system is never taken for "the system that ran before".
+# Validate also reports what the upgrade changes, package by package (`nix store diff-closures` of the
+# running and the validated system): bounded, in the deploy's JSON line ("diff"), status.json
+# (closureDiff) and, in full, the journal.
 # Only stock NixOS tools (bash coreutils util-linux systemd nix git gnugrep gnused findutils gzip): no jq
 # (JSON is written by json_str below), no nh. Stdout is machine output only; stderr gets `=== … ===` lines
 # and short progress; full tool output goes to the journal (`logger -t auto-upgrade`).
@@ -26,7 +32,7 @@
 # AUTO_UPGRADE_VALIDATE=false changes nothing: activation needs a built store path, so the build always
 # comes first (safe activation needs the path; there is no "switch without validating" any more).
 set -euo pipefail
-shopt -s inherit_errexit
+shopt -s inherit_errexit extglob
 umask 022
 
 readonly SELF=${BASH_SOURCE[0]}
@@ -38,6 +44,9 @@ readonly REL_RE='^[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*$'
 readonly NIX_FLAGS=(--extra-experimental-features 'nix-command flakes')
 # Longest tool output line echoed to stderr: the real command provider hangs on a line over 64 KiB.
 readonly ECHO_CUT=400
+# The closure diff people see: at most this many lines and bytes, then "… N more". Small on purpose: the
+# deploy's stdout line is kept in Pulumi's state (and in the confirm step's triggers). Bound of the diff.
+readonly DIFF_LINES=40 DIFF_BYTES=2048 DIFF_LINE_CUT=200 DIFF_TIMEOUT=120
 
 # ----------------------------------------------------------------------------------------------- output
 
@@ -174,6 +183,8 @@ load_settings() {
   LEASE_FILE=$STATE_DIR/lease
   VALIDATED=$STATE_DIR/validated
   GOLDEN=$STATE_DIR/golden
+  PREVIOUS=$STATE_DIR/previous
+  DIFF_FILE=$STATE_DIR/closure-diff
   mkdir -p -- "$STATE_DIR"
   chmod 0755 -- "$STATE_DIR"
   OUT=$(mktemp -- "$STATE_DIR/.output.XXXXXX")
@@ -191,6 +202,10 @@ warn() {
 
 link_target() { readlink -e -- "$1" 2>/dev/null || true; }
 
+# The closure diff that belongs to `validated` (computed by validate, removed with it): a JSON string, or
+# null when there is none.
+closure_diff_json() { if [[ -f $DIFF_FILE ]]; then json_str "$(<"$DIFF_FILE")"; else printf null; fi; }
+
 write_status() {
   RESULT=$1 MESSAGE=${2:0:4000}
   local json w ws="" reboot=null file tmp
@@ -200,10 +215,10 @@ write_status() {
     printf '{"host":%s,"mode":%s,"rollout":%s,"lastRun":%s,"step":%s,"phase":%s,"result":%s,"message":%s,' \
       "$(json_str "$HOST")" "$(json_or_null "$MODE")" "$(json_or_null "$ROLLOUT")" "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" \
       "$(json_str "$STEP")" "$(json_str "$PHASE")" "$(json_str "$RESULT")" "$(json_str "$MESSAGE")"
-    printf '"validatedPath":%s,"runningSystem":%s,"profileSystem":%s,"bootedSystem":%s,"goldenPath":%s,"needsReboot":%s,"warnings":[%s]}' \
+    printf '"validatedPath":%s,"runningSystem":%s,"profileSystem":%s,"bootedSystem":%s,"goldenPath":%s,"needsReboot":%s,"closureDiff":%s,"warnings":[%s]}' \
       "$(json_or_null "$(link_target "$VALIDATED")")" "$(json_or_null "$(link_target "$CURRENT")")" \
       "$(json_or_null "$(link_target "$PROFILE")")" "$(json_or_null "$(link_target "$BOOTED")")" \
-      "$(json_or_null "$(link_target "$GOLDEN")")" "$reboot" "$ws"
+      "$(json_or_null "$(link_target "$GOLDEN")")" "$reboot" "$(closure_diff_json)" "$ws"
   )
   local files=("$STATUS_FILE")
   [[ $MODE != push ]] || files+=("$PUSH_FILE")
@@ -215,13 +230,14 @@ write_status() {
   done
 }
 
-# A field of our own status.json (string fields we wrote: an escaped value never contains `":"`).
+# A field of our own status.json (string fields we wrote: an escaped value never contains `":"`). Bytes, not
+# characters (LC_ALL=C): a tool's invalid UTF-8 in a message must not make the pattern miss.
 status_field() {
-  sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" -- "${2:-$STATUS_FILE}" 2>/dev/null || true
+  LC_ALL=C sed -n "s/.*\"$1\":\"\\([^\"]*\\)\".*/\\1/p" -- "${2:-$STATUS_FILE}" 2>/dev/null || true
 }
 
 # The message of our own status.json, still JSON-escaped (enough for a log line).
-status_message() { sed -n 's/.*"message":"\(\([^"\\]\|\\.\)*\)".*/\1/p' -- "$STATUS_FILE" 2>/dev/null | cut -c "1-$ECHO_CUT"; }
+status_message() { LC_ALL=C sed -n 's/.*"message":"\(\([^"\\]\|\\.\)*\)".*/\1/p' -- "$STATUS_FILE" 2>/dev/null | cut -c "1-$ECHO_CUT"; }
 
 enter() {
   PHASE=$1
@@ -252,7 +268,7 @@ with_lock() {
   return "$rc"
 }
 
-lease_field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" -- "$LEASE_FILE" 2>/dev/null || true; }
+lease_field() { LC_ALL=C sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" -- "$LEASE_FILE" 2>/dev/null || true; }
 
 lease_live() {
   local pid expires
@@ -321,11 +337,18 @@ CHILD="" TICKER="" STAGE="" IN_FLIGHT=false PREV="" REMOTE_REACHED=true
 # Runs a tool bounded by $1 seconds, output captured in $OUT (never on our stdout). While it runs, push and
 # confirm write a progress line every 15 s: if the SSH session is gone that write fails (EPIPE) and the
 # ticker stops this process, which then releases the lease.
-run_tool() {
-  local bound=$1 rc=0
-  shift
+run_tool() { run_tool_to "$OUT" "$@"; }
+
+# The same, with the tool's stdout in file $1 and only its stderr in $OUT (for output that is data).
+run_tool_to() {
+  local dest=$1 bound=$2 rc=0
+  shift 2
   : >"$OUT"
-  timeout -k 10 "$bound" "$@" </dev/null >"$OUT" 2>&1 8>&- &
+  if [[ $dest == "$OUT" ]]; then
+    timeout -k 10 "$bound" "$@" </dev/null >"$OUT" 2>&1 8>&- &
+  else
+    timeout -k 10 "$bound" "$@" </dev/null >"$dest" 2>"$OUT" 8>&- &
+  fi
   CHILD=$!
   start_ticker
   wait "$CHILD" || rc=$?
@@ -359,7 +382,7 @@ progress() { printf 'auto-upgrade: %s\n' "$1" >&2; }
 resolve_owner() {
   [[ -d $CFG ]] || fail "$CFG (AUTO_UPGRADE_CONFIG_PATH) is not a directory"
   [[ -n $OWNER ]] || OWNER=$(stat -c %U -- "$CFG")
-  GROUP=$(id -gn -- "$OWNER") || fail "user $OWNER (owner of $CFG) does not exist"
+  id -u -- "$OWNER" >/dev/null || fail "user $OWNER (owner of $CFG) does not exist"
   OWNER_HOME=$(home_of "$OWNER")
   ME=$(id -un)
   if [[ $OWNER == "$ME" ]]; then
@@ -368,6 +391,9 @@ resolve_owner() {
     GIT=(runuser -u "$OWNER" -- env HOME="$OWNER_HOME" git -C "$CFG")
   fi
 }
+
+# A command as the checkout's owner: what is written into the checkout is written by its owner.
+as_owner() { if [[ $OWNER == "$ME" ]]; then "$@"; else runuser -u "$OWNER" -- "$@"; fi; }
 
 # git as the checkout's owner: root never writes into a user's checkout, and no "dubious ownership".
 # The owner's home, for git's config and ssh keys. getent is not on the service's PATH on NixOS (glibc.bin
@@ -483,24 +509,22 @@ install_files() {
   run_tool "$COMMIT_TIMEOUT" "${GIT[@]}" add -- "${FILES[@]}" || { report_output git "$OUT" true; fail "git add of the installed files: $(summary_of "$OUT")"; }
 }
 
-# Atomic write (temp file + rename in the same directory), owned like the checkout, mode from the stage.
+# Atomic write (temp file + rename in the same directory), mode from the stage, all of it done AS THE OWNER:
+# root never creates a file in the user's checkout (no root-owned file is left if we are stopped half way)
+# and never writes through a path the user controls. A temp left by a stopped install is owner-owned and
+# is removed by the next install of that file.
 install_one() {
-  local stage=$1 rel=$2 dir part tmp
-  dir=$CFG
-  part=${rel%/*}
-  if [[ $part != "$rel" ]]; then
-    local seg
-    IFS=/ read -r -a segs <<<"$part"
-    for seg in "${segs[@]}"; do
-      dir=$dir/$seg
-      [[ -d $dir ]] || { mkdir -- "$dir" && chown -- "$OWNER:$GROUP" "$dir"; }
-    done
-  fi
-  tmp=$(mktemp -- "$CFG/$rel.nixfleet.XXXXXX")
-  cat -- "$stage/$rel" >"$tmp"
-  chown -- "$OWNER:$GROUP" "$tmp"
-  chmod --reference="$stage/$rel" -- "$tmp"
-  mv -f -- "$tmp" "$CFG/$rel"
+  local stage=$1 rel=$2 dest=$CFG/$2 tmp stale mode
+  mode=$(stat -c %a -- "$stage/$rel")
+  as_owner mkdir -p -- "${dest%/*}" || fail "cannot create ${dest%/*} as $OWNER"
+  for stale in "$dest".nixfleet.??????; do
+    [[ -f $stale || -L $stale ]] || continue
+    as_owner rm -f -- "$stale" || fail "cannot remove $stale as $OWNER"
+    log "auto-upgrade: removed $stale, a temp file left by an install that was stopped half way"
+  done
+  tmp=$(as_owner mktemp -- "$dest.nixfleet.XXXXXX") || fail "cannot create a temp file beside $dest as $OWNER"
+  as_owner install -m "$mode" -- /dev/stdin "$tmp" <"$stage/$rel" || fail "cannot write $tmp as $OWNER"
+  as_owner mv -f -- "$tmp" "$dest" || fail "cannot move $tmp to $dest as $OWNER"
   mkdir -p -- "$STATE_DIR/pushed/${rel%/*}"
   sha256sum <"$CFG/$rel" | cut -d' ' -f1 >"$STATE_DIR/pushed/$rel.sha256"
 }
@@ -510,7 +534,7 @@ install_one() {
 validate() {
   enter validate "Build validation of nixosConfigurations.$HOST"
   [[ $VALIDATE == true ]] || log "AUTO_UPGRADE_VALIDATE=false: the system is still built first (activation needs a store path)"
-  rm -f -- "$VALIDATED"
+  rm -f -- "$VALIDATED" "$DIFF_FILE"
   local n=${GIT_CONFIG_COUNT:-0}
   if ! run_tool "$VALIDATE_TIMEOUT" env GIT_OPTIONAL_LOCKS=0 "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" \
     nix "${NIX_FLAGS[@]}" build --no-write-lock-file --out-link "$VALIDATED" -- "$CFG#nixosConfigurations.\"$HOST\".config.system.build.toplevel"; then
@@ -522,6 +546,52 @@ validate() {
   [[ -n $P && -x $P/bin/switch-to-configuration ]] || fail "nix build left no NixOS system at $VALIDATED"
   NEEDS_REBOOT=$(needs_reboot "$P")
   log "=== Build validation PASSED: $P ==="
+  closure_diff
+}
+
+# What the upgrade changes, package by package: `nix store diff-closures <running> <validated>`, colour codes
+# and other control characters removed. The full text goes to the journal; $DIFF_FILE (beside `validated`)
+# keeps it bounded for status.json and the deploy's JSON line. A diff that cannot be computed is a warning:
+# it describes the build, it does not judge it.
+closure_diff() {
+  local running full=$STATE_DIR/.closure-diff.full
+  running=$(link_target "$CURRENT")
+  if [[ -z $running ]]; then
+    warn "no closure diff: there is no running system at $CURRENT"
+    return 0
+  fi
+  if ! run_tool_to "$full" "$DIFF_TIMEOUT" nix "${NIX_FLAGS[@]}" store diff-closures -- "$running" "$P"; then
+    report_output "nix store diff-closures" "$OUT"
+    warn "no closure diff of $running and $P: $(summary_of "$OUT" | sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/[[:cntrl:]]//g')"
+    rm -f -- "$full"
+    return 0
+  fi
+  sed -i -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/[[:cntrl:]]//g' -- "$full"
+  report_output "closure diff" "$full"
+  bounded_lines "$full" >"$DIFF_FILE"
+  rm -f -- "$full"
+  log "=== Closure diff $running -> $P: $(grep -c '' "$DIFF_FILE" || true) line(s) ==="
+  [[ ! -s $DIFF_FILE ]] || cut -c "1-$ECHO_CUT" -- "$DIFF_FILE" >&2 || true
+}
+
+# The lines of file $1, at most DIFF_LINES of them and DIFF_BYTES bytes in all, each cut at DIFF_LINE_CUT
+# bytes (never inside a UTF-8 character), then "… N more" for the lines left out.
+bounded_lines() {
+  local LC_ALL=C line out="" n=0 total
+  local -a lines
+  mapfile -t lines <"$1"
+  total=${#lines[@]}
+  for line in "${lines[@]}"; do
+    if ((${#line} > DIFF_LINE_CUT)); then
+      line=${line:0:DIFF_LINE_CUT-3}
+      line=${line%[$'\xc0'-$'\xff']*([$'\x80'-$'\xbf'])}…
+    fi
+    ((n < DIFF_LINES && ${#out} + ${#line} + 1 <= DIFF_BYTES - 24)) || break
+    out+=${out:+$'\n'}$line
+    n=$((n + 1))
+  done
+  ((n == total)) || out+=${out:+$'\n'}"… $((total - n)) more"
+  printf '%s' "$out"
 }
 
 needs_reboot() {
@@ -612,11 +682,69 @@ rollback() {
     report_output "switch-to-configuration (rollback)" "$OUT" true
     how="re-activating $PREV ALSO FAILED: $(summary_of "$OUT")"
   fi
+  # The activation has ended. A failed re-activation keeps the record: the next run tries it again first.
+  [[ $how == "re-activated $PREV" || -z $PREV ]] && rm -f -- "$PREVIOUS"
   log "=== ROLLED BACK ($how); profile and boot entry untouched ==="
   write_status rolled-back "ROLLED BACK: $why ($how; profile and boot entry untouched)"
   FINAL=true
   lease_release
   exit 1
+}
+
+# Records the system running now as $PREVIOUS (a GC root, so it can still be re-activated) before `test`
+# changes it. Without a running system there is nothing to record (and nothing to go back to).
+record_previous() {
+  rm -f -- "$PREVIOUS"
+  [[ -n $PREV ]] || return 0
+  if ! run_tool "$SWITCH_TIMEOUT" nix-store --realise "$PREV" --add-root "$PREVIOUS" --indirect; then
+    report_output nix-store "$OUT" true
+    fail "cannot record the running system $PREV at $PREVIOUS (nothing activated): $(summary_of "$OUT")"
+  fi
+}
+
+# Ends an activation that was stopped before it ended (signal now, or SIGKILL / power loss found by a
+# later run), so the host is on one side again. Sets SETTLED (old|new) and SETTLE_HOW; returns 1 if that
+# failed ($PREVIOUS is then kept: the next run tries again).
+#   running == previous: nothing to undo (stopped before `test` changed anything, or power loss + boot).
+#   profile == running != previous: stopped after the profile moved (gate passed, confirmed) and before
+#     the boot entry was written: finish it (the running system's `switch-to-configuration boot`).
+#   otherwise the profile never moved: re-activate the previous system (`test`), profile and boot untouched.
+settle_interrupted() {
+  local prev cur prof
+  prev=$(link_target "$PREVIOUS") cur=$(link_target "$CURRENT") prof=$(link_target "$PROFILE")
+  SETTLED=old
+  if [[ -z $prev ]]; then
+    SETTLE_HOW="the recorded previous system is gone ($PREVIOUS does not resolve); nothing re-activated"
+  elif [[ $cur == "$prev" ]]; then
+    SETTLE_HOW="the host already runs the previous system $prev"
+  elif [[ -n $cur && $prof == "$cur" ]]; then
+    SETTLED=new
+    if ! run_tool "$SWITCH_TIMEOUT" "$cur/bin/switch-to-configuration" boot; then
+      report_output "switch-to-configuration (settle)" "$OUT" true
+      SETTLE_HOW="the profile had moved to $cur; writing its boot entry FAILED: $(summary_of "$OUT")"
+      return 1
+    fi
+    SETTLE_HOW="the profile had moved to $cur: wrote its boot entry"
+  else
+    if ! run_tool "$SWITCH_TIMEOUT" "$prev/bin/switch-to-configuration" test; then
+      report_output "switch-to-configuration (settle)" "$OUT" true
+      SETTLE_HOW="re-activating the previous system $prev FAILED: $(summary_of "$OUT")"
+      return 1
+    fi
+    SETTLE_HOW="re-activated the previous system $prev (it ran before ${cur:-?} was half activated)"
+  fi
+  rm -f -- "$PREVIOUS"
+}
+
+# At the start of a run, under the lease: an activation that never ended (its activator was SIGKILLed, the
+# power went) is settled first, loudly, so the half-activated system is never taken for the previous one.
+recover_interrupted() {
+  [[ -e $PREVIOUS || -L $PREVIOUS ]] || return 0
+  local cur
+  cur=$(link_target "$CURRENT")
+  enter activate "An earlier activation never ended (running ${cur:-?}, previous $(link_target "$PREVIOUS")): settling it first"
+  settle_interrupted || fail "an earlier activation never ended and settling it failed: $SETTLE_HOW. The host runs ${cur:-?}; fix the cause and run again, or accept the running system with: rm $(printf %q "$PREVIOUS")"
+  warn "an earlier activation never ended (its activator was killed or the power went): $SETTLE_HOW"
 }
 
 # The whole safe activation of $P. Push mode waits for `confirm $ROLLOUT` between gate and profile.
@@ -628,6 +756,7 @@ activate_safely() {
   before=$(failed_units)
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
   enter activate "Activating $P (switch-to-configuration test)"
+  record_previous
   local rc=0
   IN_FLIGHT=true
   run_tool "$SWITCH_TIMEOUT" "$P/bin/switch-to-configuration" test || rc=$?
@@ -667,6 +796,7 @@ activate_safely() {
     rollback "$why"
   fi
   IN_FLIGHT=false
+  rm -f -- "$PREVIOUS"
   if ! run_tool "$SWITCH_TIMEOUT" nix-store --realise "$P" --add-root "$GOLDEN" --indirect; then
     report_output nix-store "$OUT"
     warn "could not GC-root the golden system $P at $GOLDEN: $(summary_of "$OUT")"
@@ -750,12 +880,14 @@ on_exit() {
   if [[ $FINAL != true && -n $LEASE_OWNER && $(lease_field pid) == "$$" && $(status_field result) == running ]]; then
     exec 2>/dev/null
     if [[ $IN_FLIGHT == true ]]; then
-      # Stopped between `test` and the profile: the host must not stay half on the new system.
-      local how="re-activated $PREV"
-      [[ -n $PREV ]] && timeout -k 10 "$SWITCH_TIMEOUT" "$PREV/bin/switch-to-configuration" test >"$OUT" 2>&1 </dev/null || how="re-activating ${PREV:-the previous system} FAILED"
-      report_output "switch-to-configuration (rollback)" "$OUT"
-      log "=== interrupted during $PHASE: ROLLED BACK ($how) ==="
-      write_status rolled-back "ROLLED BACK: interrupted (exit $rc) during $PHASE ($how; profile and boot entry untouched)" || true
+      # Stopped between `test` and the boot entry: the host must not stay half on the new system.
+      if settle_interrupted && [[ $SETTLED == old ]]; then
+        log "=== interrupted during $PHASE: ROLLED BACK ($SETTLE_HOW) ==="
+        write_status rolled-back "ROLLED BACK: interrupted (exit $rc) during $PHASE ($SETTLE_HOW; profile and boot entry untouched)" || true
+      else
+        log "=== interrupted during $PHASE: $SETTLE_HOW ==="
+        write_status failed "interrupted (exit $rc) during $PHASE: $SETTLE_HOW" || true
+      fi
     else
       write_status failed "interrupted (exit $rc) during $PHASE" || true
     fi
@@ -784,6 +916,7 @@ step_run() {
     exit 0
   fi
   resolve_owner
+  recover_interrupted
   check_hooks_ran
   pull
   validate
@@ -809,6 +942,7 @@ step_push() {
     sleep 1
   done
   resolve_owner
+  recover_interrupted
   install_files "$stage"
   start_hooks
   LEASE_TTL=$((VALIDATE_TIMEOUT + 60))
@@ -823,7 +957,7 @@ step_push() {
     start_activator
   fi
   FINAL=true
-  printf '{"rollout":%s,"validatedPath":%s,"action":"%s","needsReboot":%s}\n' "$(json_str "$ROLLOUT")" "$(json_str "$P")" "$action" "$NEEDS_REBOOT"
+  printf '{"rollout":%s,"validatedPath":%s,"action":"%s","needsReboot":%s,"diff":%s}\n' "$(json_str "$ROLLOUT")" "$(json_str "$P")" "$action" "$NEEDS_REBOOT" "$(json_str "$(cat -- "$DIFF_FILE" 2>/dev/null)")"
 }
 
 # The activator runs from a root-owned copy of this script (never from the user's checkout), in a transient
@@ -834,6 +968,8 @@ start_activator() {
   [[ -z ${HOME:-} ]] || args+=("--setenv=HOME=$HOME")
   for v in $(compgen -e | grep -E '^(AUTO_UPGRADE_|NIX_)'); do args+=("--setenv=$v=${!v}"); done
   rm -f -- "$STATE_DIR/confirm"
+  # This run's warnings (hooks, a settled earlier activation) go on in the activator's status.json.
+  if ((${#WARNINGS[@]})); then printf '%s\n' "${WARNINGS[@]//$'\n'/ }" >"$STATE_DIR/warnings"; else rm -f -- "$STATE_DIR/warnings"; fi
   PHASE=activate
   write_status running "starting the activator"
   if ! run_tool 60 systemd-run "${args[@]}" -- bash "$copy" activate "$ROLLOUT"; then
@@ -869,6 +1005,7 @@ step_activate() {
   LEASE_TTL=$((SWITCH_TIMEOUT + 60))
   with_lock takeover_lease "push:$ROLLOUT" "$LEASE_TTL" || { log "=== activator $ROLLOUT: the lease is no longer this rollout's ($(cat -- "$LEASE_FILE" 2>/dev/null)); nothing activated ==="; exit 1; }
   [[ $(status_field rollout "$PUSH_FILE") == "$ROLLOUT" ]] || fail "push.json is not rollout $ROLLOUT's; nothing activated"
+  if [[ -f $STATE_DIR/warnings ]]; then mapfile -t WARNINGS <"$STATE_DIR/warnings"; rm -f -- "$STATE_DIR/warnings"; fi
   P=$(link_target "$VALIDATED")
   [[ -n $P ]] || fail "no validated system at $VALIDATED; nothing activated"
   NEEDS_REBOOT=$(needs_reboot "$P")
@@ -896,6 +1033,10 @@ step_confirm() {
     if ((SECONDS - tick >= 15)); then progress "waiting for the activator: $(status_field phase "$PUSH_FILE")"; tick=$SECONDS; fi
     sleep 0.5
   done
+  # The activator writes its final status, then releases the lease: wait for that too (at most 10 s), so the
+  # host is free for the next run when confirm returns.
+  local free_by=$((SECONDS + 10))
+  while ((SECONDS < free_by)) && [[ $(lease_field owner) == "push:$ROLLOUT" ]] && with_lock lease_live; do sleep 0.2; done
   # A commit-back that failed (e.g. a conflict, now resolved) is retried by the next confirm: heal.
   if [[ $r == failed && $(status_field phase "$PUSH_FILE") == commit ]] && with_lock try_lease "push:$ROLLOUT" $((4 * COMMIT_TIMEOUT + 60)); then
     P=$(link_target "$CURRENT")
