@@ -40,7 +40,7 @@ const RESULTS = ["running", "success", "failed", "rolled-back"] as const;
 const FAILING: readonly string[] = ["failed", "rolled-back"];
 const STRING_FIELDS = [
   "host", "mode", "rollout", "lastRun", "step", "phase", "result", "message",
-  "validatedPath", "runningSystem", "profileSystem", "bootedSystem", "goldenPath",
+  "validatedPath", "runningSystem", "profileSystem", "bootedSystem", "goldenPath", "closureDiff",
 ] as const;
 
 /** The fields of status.json nixfleet understands; any may be missing (older records). */

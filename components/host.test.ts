@@ -87,6 +87,9 @@ async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: 
     return outputs;
   });
   const resolved = await Promise.all(Object.entries(outputs).map(([k, o]) => new Promise<[string, any]>((r) => o.apply((v) => r([k, v])))));
+  // The stack registers its outputs after they resolve: let that reach this run's mock monitor before the
+  // next test replaces it (else: "unknown resource …Stack" rejections).
+  await pulumi.runtime.disconnect();
   return { created, byName, outputs: Object.fromEntries(resolved) as Record<string, any> };
 }
 

@@ -80,6 +80,8 @@ export interface HostStatus {
   /** The last system that passed the health gate and was confirmed (GC-rooted). */
   readonly goldenPath?: string;
   readonly needsReboot?: boolean;
+  /** What this rollout changes, package by package (`nix store diff-closures` of the running and the validated system). */
+  readonly closureDiff?: string;
   readonly warnings?: string[];
   /** First 16 hex of sha256 of the bundle this run pushed. */
   readonly bundle: string;
@@ -199,7 +201,7 @@ export class Host extends pulumi.ComponentResource {
           return { ...base, ...lastGolden, retryNeeded: false, result: "failed", step: "deploy", message: `${name}-deploy failed; its error above says why (also in ${host.stateDir}/status.json on the host)` };
         }
         const d = parseDeployOutput(deployed);
-        const facts = typeof d === "string" ? {} : { rollout: d.rollout, action: d.action, validatedPath: d.validatedPath, needsReboot: d.needsReboot };
+        const facts = typeof d === "string" ? {} : { rollout: d.rollout, action: d.action, validatedPath: d.validatedPath, needsReboot: d.needsReboot, closureDiff: d.diff };
         if (confirmed === undefined) {
           return {
             ...base,

@@ -79,6 +79,8 @@ export interface DeployResult {
   readonly validatedPath: string;
   readonly action: "armed" | "unchanged";
   readonly needsReboot: boolean;
+  /** Package-level difference between the system that ran and the validated one (`nix store diff-closures`, bounded on the host); "" when none. */
+  readonly diff: string;
 }
 
 const TOKEN = /^[0-9a-f]{16}(-r[0-9]{1,6})?$/;
@@ -96,7 +98,9 @@ export function parseDeployOutput(stdout: string | undefined): DeployResult | st
   if (typeof v.rollout !== "string" || !TOKEN.test(v.rollout)) return "deploy's result has no valid rollout token";
   if (typeof v.validatedPath !== "string" || !STORE_PATH.test(v.validatedPath)) return "deploy's result has no valid validatedPath";
   if (v.action !== "armed" && v.action !== "unchanged") return "deploy's result has no valid action";
-  return { rollout: v.rollout, validatedPath: v.validatedPath, action: v.action, needsReboot: v.needsReboot === true };
+  // The host bounds the diff (40 lines, 2 KiB); cut again so a bad host cannot bloat the outputs.
+  const diff = typeof v.diff === "string" ? v.diff.slice(0, 4096) : "";
+  return { rollout: v.rollout, validatedPath: v.validatedPath, action: v.action, needsReboot: v.needsReboot === true, diff };
 }
 
 /**

@@ -126,6 +126,23 @@ describe("pulumi against the simulated fleet", () => {
     await expectConverged("griefling");
   });
 
+  it("shows what an upgrade changes, package by package, in the host's output and status.json", async () => {
+    const g = t.host("griefling");
+    const hello = (v: string) =>
+      `  environment.systemPackages = [ (derivation { name = "hello-${v}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "/bin/mkdir -p $out/bin; echo ${v} > $out/bin/hello" ]; }) ];`;
+    const restore = await editHostConfig(g, hello("2.10"));
+    await t.setConfig(withHosts(t.config, ["griefling"], { randomizedDelaySec: "31min" }));
+    await t.stack.up({ continueOnError: true });
+    await restore();
+    await editHostConfig(g, hello("2.12"));
+    await t.setConfig(withHosts(t.config, ["griefling"], { randomizedDelaySec: "32min" }));
+    const up = await t.stack.up({ continueOnError: true });
+    const out = (up.outputs.hosts.value as Record<string, any>).griefling;
+    expect(out.closureDiff).toMatch(/hello: 2\.10 → 2\.12/);
+    expect((await hostStatus(g)).closureDiff).toMatch(/hello: 2\.10 → 2\.12/);
+    await expectConverged("griefling");
+  });
+
   it("refuses to overwrite a file edited on the host, changes nothing there, and its advice works as written", async () => {
     const h = t.host("pi");
     const role = path.join(h.checkout, "roles", "form-pi.nix");
