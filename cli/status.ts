@@ -1,6 +1,6 @@
 /**
  * `nixfleet status --stack <name>`: where each host of a stack stands, from its own
- * `<stateDir>/status.json` (docs/rollout-v2.md section 4), read over SSH with the OpenSSH client.
+ * `<stateDir>/status.json` (docs/rollout.md section 4), read over SSH with the OpenSSH client.
  *
  * - Hosts come from the same path as `nixfleet render` (readStackFile + fleetFromConfigMap).
  * - Every host is read in parallel (at most PARALLEL ssh clients at once), each bounded twice:

@@ -1,6 +1,6 @@
 /**
  * `nixfleet:index:Host`: one machine's push rollout as exactly two remote commands
- * (docs/rollout-v2.md §1):
+ * (docs/rollout.md §1):
  *
  *   <name>-deploy   stdin = the bundle; lease, files, hooks, validate, activate, health gate;
  *                   prints {"rollout":T,"validatedPath":P,"action":…,"needsReboot":B}

@@ -1,5 +1,5 @@
 /**
- * The shell text of a host's two remote commands (docs/rollout-v2.md §1). Pure functions, so tests
+ * The shell text of a host's two remote commands (docs/rollout.md §1). Pure functions, so tests
  * read exactly what runs on a host. Every value goes through `shellQuote`/`shellEnv`; the upgrade
  * itself lives in the shipped files (nix/push-bootstrap.sh, auto-upgrade.sh), shared with the timer.
  */

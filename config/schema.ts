@@ -196,7 +196,7 @@ export type HostConfig = z.infer<typeof host>;
 const seconds = intIn(1, 86_400, " of seconds");
 
 /**
- * Bounds of the remote phases (docs/rollout-v2.md §3): the script runs each under `timeout`; the
+ * Bounds of the remote phases (docs/rollout.md §3): the script runs each under `timeout`; the
  * deploy and confirm commands are bounded by their sums (the provider ignores customTimeouts).
  */
 export const DEFAULT_TIMEOUTS = { lease: 120, hooks: 900, validate: 3600, switch: 600, commit: 300 } as const;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nixfleet push bootstrap (docs/rollout-v2.md, section 5). Run as `bash -c <this text> nixfleet-push`
+# nixfleet push bootstrap (docs/rollout.md, section 5). Run as `bash -c <this text> nixfleet-push`
 # with the bundle on stdin: unpacks it into a `mktemp -d` stage, checks every path and sha256, then
 # execs the staged auto-upgrade.sh `push <stage>` (which removes the stage). Any problem: exit 1 with
 # a one-line reason, nothing written outside the stage. Kept small: its text is stored per host.

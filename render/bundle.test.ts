@@ -1,4 +1,4 @@
-// The bundle (docs/rollout-v2.md §5): deterministic, round-trips, and readable by the shell tools a
+// The bundle (docs/rollout.md §5): deterministic, round-trips, and readable by the shell tools a
 // stock NixOS host has (bash, coreutils base64/sha256sum, gzip), which is how the bootstrap reads it.
 import { spawnSync } from "node:child_process";
 import { describe, expect, it } from "vitest";

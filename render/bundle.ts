@@ -1,5 +1,5 @@
 /**
- * The bundle: every file one host gets, as the stdin of `<host>-deploy` (docs/rollout-v2.md §5).
+ * The bundle: every file one host gets, as the stdin of `<host>-deploy` (docs/rollout.md §5).
  *
  *   nixfleet-bundle 1
  *   file <0644|0755> <sha256> <text|gzip-base64> <lines> <relative path>

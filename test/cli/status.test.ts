@@ -1,7 +1,7 @@
 /**
  * `nixfleet status` against the SIMULATED fleet (fleet/README.md): real sshd per host, the real
  * OpenSSH client, real store paths of each host's installed system. The status.json records are
- * written here over ssh, in the contract's format (docs/rollout-v2.md section 4), as the script
+ * written here over ssh, in the contract's format (docs/rollout.md section 4), as the script
  * writes them (temp file, 0644, mv): the script is rewritten in parallel, so this test does not run it.
  *
  * Ports 2500–2549 (this file's range); the fleet lives in a temp root deleted afterwards.

@@ -118,7 +118,7 @@ export const UNITS = `{
 }`;
 
 /**
- * Contract (docs/rollout-v2.md §3): push mode reads `Environment="NAME=VALUE"` lines of the unit file,
+ * Contract (docs/rollout.md §3): push mode reads `Environment="NAME=VALUE"` lines of the unit file,
  * undoes the JSON escaping and `%%`. This is that reading rule, for the tests.
  */
 export function readUnitSettings(unitText: string): Record<string, string> {

@@ -444,7 +444,7 @@ describe("nix build of a flake using nixos-lite", () => {
     expect(readlinkSync(join(sim, "run", "current-system"))).toBe(out);
   });
 
-  // Contract (docs/rollout-v2.md §3): push mode takes the settings from the validated system's unit file.
+  // Contract (docs/rollout.md §3): push mode takes the settings from the validated system's unit file.
   it("the built unit file carries the user's override and the escaped %, and the contract's reading rule recovers them", () => {
     const r = build("h2");
     expect(r.stderr).not.toMatch(/error/);

@@ -1,4 +1,4 @@
-// nix/push-bootstrap.sh (docs/rollout-v2.md §5), the JSON escaper, shellcheck of both shipped files, and a
+// nix/push-bootstrap.sh (docs/rollout.md §5), the JSON escaper, shellcheck of both shipped files, and a
 // push on a PATH with only stock NixOS tools (no jq, no nh).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";

@@ -68,7 +68,7 @@ export const nixAttrs = (o: Record<string, unknown>): string =>
     .map(([k, v]) => `  ${nixStr(k)} = ${typeof v === "string" ? nixStr(v) : Array.isArray(v) ? `[ ${v.map((x) => nixStr(String(x))).join(" ")} ]` : typeof v === "object" ? nixAttrs(v as Record<string, unknown>) : String(v)};`)
     .join("\n")}\n}\n`;
 
-/** The settings the module writes into the unit (docs/rollout-v2.md §3): what hosts/<h>/nixfleet.nix holds here. */
+/** The settings the module writes into the unit (docs/rollout.md §3): what hosts/<h>/nixfleet.nix holds here. */
 export const UNIT_SETTINGS = [
   "AUTO_UPGRADE_CONFIG_PATH", "AUTO_UPGRADE_FLAKE_HOST", "AUTO_UPGRADE_USER", "AUTO_UPGRADE_REMOTE", "AUTO_UPGRADE_BRANCH",
   "AUTO_UPGRADE_HOOKS", "AUTO_UPGRADE_REQUIRED_HOOKS", "AUTO_UPGRADE_VALIDATE", "AUTO_UPGRADE_COMMIT", "AUTO_UPGRADE_STATE_DIR",
@@ -214,7 +214,7 @@ export interface BundleFile {
   content: string;
 }
 
-/** A bundle as docs/rollout-v2.md §5 describes it (the two shipped files gzip-base64, the others text). */
+/** A bundle as docs/rollout.md §5 describes it (the two shipped files gzip-base64, the others text). */
 export function bundle(files: BundleFile[]): string {
   const out = ["nixfleet-bundle 1"];
   for (const f of files) {

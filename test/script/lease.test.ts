@@ -1,4 +1,4 @@
-// The host lease (docs/rollout-v2.md §4): the timer skips on a live lease without touching status.json; a
+// The host lease (docs/rollout.md §4): the timer skips on a live lease without touching status.json; a
 // dead pid or an expired lease is reclaimed (its "running" status rewritten); an interrupted run releases.
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nixfleet auto-upgrade: the host side of docs/rollout-v2.md (sections 1-5). One script, both modes.
+# nixfleet auto-upgrade: the host side of docs/rollout.md (sections 1-5). One script, both modes.
 #
 #   auto-upgrade run               timer: lease, hooks check, git pull, validate, safe activation, commit-back
 #   auto-upgrade push STAGE        push session 1 (exec'd by nix/push-bootstrap.sh): lease, file install,
