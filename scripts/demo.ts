@@ -27,30 +27,32 @@ async function main() {
     }
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
 
-    // Read back from each host itself: the GC-rooted validated build, the active system, the status record.
+    // Read back from each host itself: the running system, the GC-rooted validated and golden builds, status.json.
     const rows = await Promise.all(
       fleet.hosts.map(async (h) => {
-        const validated = await fs.realpath(path.join(h.stateDir, "validated")).catch(() => null);
-        const current = await currentSystem(h);
+        const link = (name: string) => fs.realpath(path.join(h.stateDir, name)).catch(() => null);
+        const [validated, golden, running] = [await link("validated"), await link("golden"), await currentSystem(h)];
         const status = JSON.parse(await fs.readFile(path.join(h.stateDir, "status.json"), "utf8").catch(() => "{}"));
-        const last = status.step ? `${status.step}: ${status.result}` : "-";
-        return [h.name, h.role, short(validated), short(current), validated !== null && current === validated ? "yes" : "NO", last];
+        const last = status.result ? `${status.mode} ${status.result}${status.result === "success" ? "" : ` at ${status.phase}`}` : "-";
+        const converged = running !== null && running === validated && running === golden;
+        return [h.name, h.role, short(running), converged ? "yes" : "NO", last, status.needsReboot ? "yes" : "no"];
       }),
     );
-    const header = ["host", "role", "validated", "current system", "current = validated", "last step"];
+    const header = ["host", "role", "running system", "= validated = golden", "last run", "needs reboot"];
     const widths = header.map((_, i) => Math.max(...[header, ...rows].map((r) => r[i].length)));
     const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
     console.log(`\n${line(header)}\n${widths.map((w) => "-".repeat(w)).join("  ")}\n${rows.map(line).join("\n")}`);
 
     if (result) {
-      const changes = Object.entries(result.summary.resourceChanges ?? {}).filter(([op]) => op !== "same");
+      // "read" is the stack reading its own last outputs (how a failed host is retried): no change.
+      const changes = Object.entries(result.summary.resourceChanges ?? {}).filter(([op]) => op !== "same" && op !== "read");
       console.log(
         changes.length === 0
           ? `\nno changes: nothing ran on any host (${seconds}s)`
           : `\n${changes.map(([op, n]) => `${n} ${op}`).join(", ")} in ${seconds}s; run \`npm run demo\` again: it changes nothing`,
       );
     }
-    if (rows.some((r) => r[4] !== "yes")) process.exitCode = 1;
+    if (rows.some((r) => r[3] !== "yes")) process.exitCode = 1;
   } finally {
     await fleet.stop();
   }
