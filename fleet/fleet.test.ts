@@ -320,7 +320,7 @@ describe("simulated fleet", () => {
       expect(existsSync(marker)).toBe(false);
       await expect.poll(() => existsSync(marker), { timeout: 20_000 }).toBe(true);
       const env = (await fs.readFile(`${marker}.env`, "utf8")).split("\n").filter(Boolean).map((l) => l.split("=")[0]).sort();
-      expect(env).toEqual(["AUTO_UPGRADE_ROOT", "GIVEN", "INVOCATION_ID", "JOURNAL_STREAM", "NIXFLEET_SIM_ROOT", "PATH", "PWD", "SHLVL", "_"]);
+      expect(env).toEqual(["AUTO_UPGRADE_ROOT", "GIVEN", "INVOCATION_ID", "JOURNAL_STREAM", "NIXFLEET_SIM_ROOT", "NIX_CONFIG", "PATH", "PWD", "SHLVL", "_"]);
     });
 
     it("systemd-run without PATH finds nothing; --wait returns the status; a failed unit name stays taken until collected", async () => {

@@ -8,7 +8,7 @@ import { healHost, thawHost } from "./network";
 import { pickPorts, portIsFree } from "./ports";
 import { must, run, withLock, type ExecResult } from "./process";
 import { createOrigin } from "./repo";
-import { runningSshd, sessionPath, sshdConfig, sshdConfigPath, startSshd, stopSshd } from "./sshd";
+import { runningSshd, sessionPath, SIM_NIX_CONFIG, sshdConfig, sshdConfigPath, startSshd, stopSshd } from "./sshd";
 import { buildStock } from "./stock";
 import { ensureUser, letOthersIn, ownerTransport } from "./users";
 
@@ -119,6 +119,7 @@ export function hostEnv(_fleetRoot: string, host: Pick<FleetHost, "simRoot" | "s
     NIXFLEET_SIM_ROOT: host.simRoot,
     AUTO_UPGRADE_ROOT: host.simRoot,
     AUTO_UPGRADE_STATE_DIR: host.stateDir,
+    NIX_CONFIG: SIM_NIX_CONFIG,
   };
 }
 

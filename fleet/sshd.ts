@@ -28,6 +28,9 @@ function quoteCfg(value: string): string {
   return `"${value}"`;
 }
 
+/** Nix settings of every simulated host's sessions and units (see sshdConfig). */
+export const SIM_NIX_CONFIG = "substituters =";
+
 /** A host's system PATH: its sim/bin, a link to the fleet's stock toolset (like /run/current-system/sw/bin). */
 export const sessionPath = (simRoot: string) => path.join(simRoot, "sim", "bin");
 
@@ -37,6 +40,9 @@ export function sshdConfig(root: string, simRoot: string, port: number): string 
     // Contract section 3: the prefix of /run/current-system, /run/booted-system, the system profile, /boot.
     AUTO_UPGRADE_ROOT: simRoot,
     AUTO_UPGRADE_STATE_DIR: path.join(simRoot, "var/lib/auto-upgrade"),
+    // The simulated hosts have no binary cache (no network here): Nix would retry cache.nixos.org for
+    // seconds on every build. A real host keeps its own substituters.
+    NIX_CONFIG: SIM_NIX_CONFIG,
     // Only the stock NixOS toolset (fleet/stock.ts): no jq, no nh, nothing of Debian's beyond it.
     PATH: sessionPath(simRoot),
     // bash sources ~/.bashrc for commands run by sshd only when SHLVL < 2 (bash's SSH_SOURCE_BASHRC

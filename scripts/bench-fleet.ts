@@ -90,6 +90,7 @@ async function measure(n: number) {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), `nixfleet-bench-${n}-`));
   const hosts = Array.from({ length: n }, (_, i) => ({ name: `b${String(i).padStart(2, "0")}`, role: ROLES[i % ROLES.length] }));
   const fleet = await startFleet({ root: path.join(root, "fleet"), basePort: 2900, hosts });
+  let row;
   try {
     await slowBuilds(fleet);
     // Commit-back off: n hosts racing for one branch measures the forge, not nixfleet.
@@ -109,11 +110,16 @@ async function measure(n: number) {
     const state = (await stateBytes(stack)) / n;
     // Baseline last: the same steps again for a new setting, without the engine.
     const base = await seconds(() => baseline(fleet, withRoles(config, { randomizedDelaySec: "43min" })));
-    return { n, first, update, base, noop, preview, sessionsFirst, sessionsUpdate, state, cliPeakBytes, programPeak: process.resourceUsage().maxRSS * 1024 };
-  } finally {
+    row = { n, first, update, base, noop, preview, sessionsFirst, sessionsUpdate, state, cliPeakBytes, programPeak: process.resourceUsage().maxRSS * 1024 };
+  } catch (e) {
+    // Keep the fleet for a look (journals under hosts/*/log/).
     await fleet.stop();
-    await fs.rm(root, { recursive: true, force: true });
+    process.stderr.write(`bench:fleet: ${n} hosts failed; fleet kept at ${root}\n`);
+    throw e;
   }
+  await fleet.stop();
+  await fs.rm(root, { recursive: true, force: true });
+  return row;
 }
 
 async function main() {

@@ -164,7 +164,8 @@ unit_environment() {
   # The sim's machine identity, and where this host's /run and system profile live (on NixOS: `/`, the
   # default); the sshd sessions get the same AUTO_UPGRADE_ROOT. JOURNAL_STREAM: stdout/stderr go to the
   # journal, as systemd tells its services.
-  ENVS=("NIXFLEET_SIM_ROOT=$root" "AUTO_UPGRADE_ROOT=$root" "JOURNAL_STREAM=0:0")
+  # NIX_CONFIG: no binary cache on the simulated hosts (fleet/sshd.ts, SIM_NIX_CONFIG).
+  ENVS=("NIXFLEET_SIM_ROOT=$root" "AUTO_UPGRADE_ROOT=$root" "JOURNAL_STREAM=0:0" "NIX_CONFIG=substituters =")
   while IFS= read -r line; do
     if ! expand_specifiers "$unit" "$line"; then
       echo "$unit: Failed to resolve unit specifiers in Environment=$line, ignoring" | "$shims/logger" -t systemd

@@ -875,6 +875,9 @@ finish_commit() {
 on_exit() {
   local rc=$?
   trap - EXIT
+  # A signal that reaches a forked subshell (the ticker) before bash reset its traps runs this in the
+  # subshell: only the main process may touch the lease, the status and the stage.
+  [[ $BASHPID == "$$" ]] || exit "$rc"
   stop_ticker
   [[ -z $CHILD ]] || { kill -TERM "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; }
   if [[ $FINAL != true && -n $LEASE_OWNER && $(lease_field pid) == "$$" && $(status_field result) == running ]]; then
