@@ -21,7 +21,7 @@ import {
   startFleet,
   systemctlLog,
   thawHost,
-  type Fleet,
+  type SimFleet,
   type FleetHost,
 } from "./fleet";
 
@@ -34,7 +34,7 @@ const HOSTS = [
 const NIX = "nix --extra-experimental-features 'nix-command flakes' --option substituters ''";
 
 let root: string;
-let fleet: Fleet;
+let fleet: SimFleet;
 let malphas: FleetHost;
 let pi: FleetHost;
 let lilith: FleetHost;

@@ -61,7 +61,8 @@ export interface FleetHost {
   readonly profile: string;
 }
 
-export interface Fleet {
+/** A running simulated fleet (named apart from the product's `Fleet` component). */
+export interface SimFleet {
   readonly root: string;
   /** The bare origin repository (stands in for the forge). */
   readonly originDir: string;
@@ -219,7 +220,7 @@ async function hostKeyOf(simRoot: string): Promise<string> {
   return `${type} ${key}`;
 }
 
-function fleetObject(root: string, hosts: FleetHost[]): Fleet {
+function fleetObject(root: string, hosts: FleetHost[]): SimFleet {
   const clientKeyPath = path.join(root, "client_ed25519");
   return {
     root,
@@ -233,7 +234,7 @@ function fleetObject(root: string, hosts: FleetHost[]): Fleet {
 }
 
 /** Starts (or reuses) a simulated fleet under `opts.root`. */
-export async function startFleet(opts: StartFleetOptions): Promise<Fleet> {
+export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
   const root = path.resolve(opts.root);
   const specs = opts.hosts ?? DEFAULT_HOSTS;
   validateSpecs(specs);
@@ -370,7 +371,7 @@ export async function fleetStatus(root: string): Promise<(FleetHost & { running:
 }
 
 /** ssh options that trust exactly the fleet's host keys and use the fleet's client key. */
-export function sshArgs(fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): string[] {
+export function sshArgs(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): string[] {
   return [
     "-F", "/dev/null",
     "-i", fleet.clientKeyPath,
@@ -390,7 +391,7 @@ export function sshArgs(fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">, 
 
 /** Runs `command` on the host with the real ssh client (the remote shell parses it). */
 export function sshExec(
-  fleet: Pick<Fleet, "clientKeyPath" | "knownHostsPath">,
+  fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">,
   host: FleetHost,
   command: string,
   opts: { input?: string; timeoutMs?: number } = {},

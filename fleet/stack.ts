@@ -9,7 +9,7 @@ import * as path from "node:path";
 import { LocalWorkspace, PulumiCommand, type Stack } from "@pulumi/pulumi/automation";
 import { fleetProgram } from "../components/program";
 import { readStackFile } from "../config/stack";
-import type { Fleet } from "./fleet";
+import type { SimFleet } from "./fleet";
 
 const REPO = path.join(__dirname, "..");
 
@@ -41,7 +41,7 @@ export function offlineEnv(dir: string, bin: string): Record<string, string> {
  * state dir, and configOwner when the checkout is not root's) taken from the running fleet;
  * everything else (roles, overrides) as the file says.
  */
-export function demoConfig(fleet: Fleet, stackFile = path.join(REPO, "stacks", "Pulumi.demo.yaml")) {
+export function demoConfig(fleet: SimFleet, stackFile = path.join(REPO, "stacks", "Pulumi.demo.yaml")) {
   const config = readStackFile(stackFile);
   const hosts = (config["nixfleet:hosts"] as Record<string, unknown>[]).map((h) => {
     const live = fleet.hosts.find((f) => f.name === h.name);
@@ -70,7 +70,7 @@ const hostCount = (config: Record<string, unknown>) => {
 };
 
 /** Creates or selects `stackName` in `dir`, sets `config` (structured values as JSON, the key as a secret). */
-export async function fleetStack(opts: { fleet: Fleet; dir: string; stackName?: string; config: Record<string, unknown> }): Promise<Stack> {
+export async function fleetStack(opts: { fleet: SimFleet; dir: string; stackName?: string; config: Record<string, unknown> }): Promise<Stack> {
   mkdirSync(path.join(opts.dir, "state"), { recursive: true });
   mkdirSync(path.join(opts.dir, "work"), { recursive: true });
   const bin = toolchainBin();

@@ -15,7 +15,7 @@ import * as path from "node:path";
 import type { Stack } from "@pulumi/pulumi/automation";
 import { fleetFromConfigMap } from "../config/stack";
 import { hostCommands } from "../components/host";
-import { sshArgs, startFleet, type Fleet } from "../fleet/fleet";
+import { sshArgs, startFleet, type SimFleet } from "../fleet/fleet";
 import { fleetStack, setFleetConfig } from "../fleet/stack";
 import { configFor, sessions, withRoles } from "../test/e2e/harness";
 
@@ -30,7 +30,7 @@ const seconds = async (fn: () => Promise<unknown>) => {
 };
 
 /** Every host's build takes BUILD_SECONDS whenever nixfleet's files for it change (a real, uncached derivation). */
-async function slowBuilds(fleet: Fleet) {
+async function slowBuilds(fleet: SimFleet) {
   for (const h of fleet.hosts) {
     const file = path.join(h.checkout, "hosts", h.name, "configuration.nix");
     const text = await fs.readFile(file, "utf8");
@@ -60,9 +60,9 @@ function cliPeak() {
 }
 
 /** The same two sessions per host as nixfleet, with plain `ssh`, all hosts in parallel. */
-async function baseline(fleet: Fleet, config: Record<string, unknown>) {
+async function baseline(fleet: SimFleet, config: Record<string, unknown>) {
   const resolved = fleetFromConfigMap(config);
-  const sh = (host: Fleet["hosts"][number], command: string, input: string) =>
+  const sh = (host: SimFleet["hosts"][number], command: string, input: string) =>
     new Promise<string>((resolve, reject) => {
       const child = spawn("ssh", [...sshArgs(fleet, host), "--", command], { stdio: ["pipe", "pipe", "pipe"] });
       let out = "";

@@ -14,14 +14,14 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { currentSystem, healHost, partitionHost, sshExec, startFleet, type Fleet, type FleetHost } from "../../fleet/fleet";
+import { currentSystem, healHost, partitionHost, sshExec, startFleet, type SimFleet, type FleetHost } from "../../fleet/fleet";
 import { startSshd, stopSshd } from "../../fleet/sshd";
 
 const REPO = resolve(__dirname, "..", "..");
 const CLI = join(REPO, "bin", "nixfleet.js");
 
 const tmp = mkdtempSync(join(tmpdir(), "nixfleet-status-test-"));
-let fleet: Fleet;
+let fleet: SimFleet;
 let alpha: FleetHost; // healthy
 let beta: FleetHost; // rolled back, with a hostile message
 let gamma: FleetHost; // no record at first

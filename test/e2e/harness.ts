@@ -4,11 +4,11 @@ import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Stack, UpResult } from "@pulumi/pulumi/automation";
-import { currentSystem, startFleet, type Fleet, type FleetHost, type FleetHostSpec } from "../../fleet/fleet";
+import { currentSystem, startFleet, type SimFleet, type FleetHost, type FleetHostSpec } from "../../fleet/fleet";
 import { demoConfig, fleetStack, setFleetConfig } from "../../fleet/stack";
 
 export interface E2E {
-  fleet: Fleet;
+  fleet: SimFleet;
   stack: Stack;
   dir: string;
   config: Record<string, unknown>;
@@ -46,7 +46,7 @@ export async function startE2E(name: string, basePort: number, opts: { hosts?: r
 }
 
 /** Stack config for any simulated fleet: every host with its connection facts, role defaults otherwise. */
-export function configFor(fleet: Fleet): Record<string, unknown> {
+export function configFor(fleet: SimFleet): Record<string, unknown> {
   return {
     "nixfleet:hosts": fleet.hosts.map((h) => ({
       name: h.name,
@@ -110,7 +110,7 @@ export async function sessions(h: FleetHost): Promise<number> {
   return log.split("\n").filter((l) => l.includes("Accepted publickey")).length;
 }
 
-export const allSessions = async (fleet: Fleet) => Object.fromEntries(await Promise.all(fleet.hosts.map(async (h) => [h.name, await sessions(h)] as const)));
+export const allSessions = async (fleet: SimFleet) => Object.fromEntries(await Promise.all(fleet.hosts.map(async (h) => [h.name, await sessions(h)] as const)));
 
 /** Resource operations of an `up` that change something (not "same", not the read of the stack's own last outputs). */
 export const changes = (r: UpResult) => Object.fromEntries(Object.entries(r.summary.resourceChanges ?? {}).filter(([op]) => op !== "same" && op !== "read"));

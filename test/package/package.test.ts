@@ -15,7 +15,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { currentSystem, startFleet, type Fleet } from "../../fleet/fleet";
+import { currentSystem, startFleet, type SimFleet } from "../../fleet/fleet";
 import { offlineEnv, toolchainBin } from "../../fleet/stack";
 
 const REPO = path.join(__dirname, "..", "..");
@@ -38,7 +38,7 @@ const lastJson = (out: string) => JSON.parse(out.trim().split("\n").pop() ?? "")
 
 let dir = "";
 let project = "";
-let fleet: Fleet | undefined;
+let fleet: SimFleet | undefined;
 
 beforeAll(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "nixfleet-package-"));
