@@ -22,7 +22,7 @@ const hosts = [
   { name: "malphas", address: "127.0.0.1", port: 2221, role: "desktop", configPath: "/home/evie/nix-config", configOwner: "evie", hostKey: ED25519 },
   { name: "lilith", address: "127.0.0.1", port: 2222, role: "laptop", configPath: "/root/nix-config", hostKey: ED25519, wave: 1 },
   { name: "griefling", address: "griefling.home.arpa", role: "server", configPath: "/etc/nixos/nix-config", hostKey: ED25519, wave: 1, healthUnits: ["nginx.service"] },
-  { name: "pi", address: "10.0.0.9", role: "pi", configPath: "/srv/nix config", user: "nixfleet", hostKey: ED25519, wave: 2 },
+  { name: "pi", address: "10.0.0.9", role: "pi", configPath: "/srv/nix config", stateDir: "/var/lib/auto upgrade", user: "nixfleet", hostKey: ED25519, wave: 2 },
 ];
 
 interface Created {
@@ -123,8 +123,9 @@ describe("a host is exactly two remote commands", () => {
   it("deploy: the bundle on stdin, `timeout <bound> env AUTO_UPGRADE_*=… bash -c <bootstrap> nixfleet-push`, sudo -n for a non-root user", async () => {
     const { byName } = await run(fleetProgram);
     const d = byName.get("fleet-malphas-deploy")!.inputs;
-    // lease 120 + hooks 900 + validate 7200 + switch 600 + health 120 + margin 60
-    expect(d.create).toMatch(/^timeout 9000 env AUTO_UPGRADE_BRANCH=main /);
+    // lease 120 + settle 600 + git add 300 + hooks 900 + validate 7200 + diff 120 + systemd-run 60
+    // + activator (switch 600 + health 120 + 60) + margin 60
+    expect(d.create).toMatch(/^timeout 10140 env AUTO_UPGRADE_BRANCH=main /);
     expect(d.create).toContain("AUTO_UPGRADE_USER=evie");
     expect(d.create).toContain("AUTO_UPGRADE_CONFIRM_TIMEOUT=30");
     expect(d.create).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");
@@ -148,10 +149,12 @@ describe("a host is exactly two remote commands", () => {
     const token = rolloutToken(deploy.inputs.stdin);
     expect(confirm.inputs.triggers).toEqual([expect.stringContaining(`"rollout":"${token}"`)]);
     const sha = parseBundle(deploy.inputs.stdin).find((f) => f.path === SCRIPT_FILE)!.sha256;
-    expect(confirm.inputs.create).toMatch(new RegExp(`^printf '%s  %s\\\\n' ${sha} /home/evie/nix-config/${SCRIPT_FILE} \\| sha256sum -c --status - \\|\\| `));
-    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* bash /home/evie/nix-config/${SCRIPT_FILE} confirm ${token}$`));
+    // The root-owned copy in the state dir, never the checkout's (its owner could swap it after the check).
+    expect(confirm.inputs.create).toMatch(new RegExp(`^printf '%s  %s\\\\n' ${sha} /var/lib/auto-upgrade/auto-upgrade.sh \\| sha256sum -c --status - \\|\\| `));
+    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* bash /var/lib/auto-upgrade/auto-upgrade.sh confirm ${token}$`));
+    expect(confirm.inputs.create).not.toContain(`/home/evie/nix-config/${SCRIPT_FILE} confirm`);
     // A path with a space stays one word, quoted again for sudo's `sh -c`.
-    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/srv\/nix config\/modules\/services\/system\/auto-upgrade\.sh'\\'' confirm [0-9a-f]{16}'$/s);
+    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/var\/lib\/auto upgrade\/auto-upgrade\.sh'\\'' confirm [0-9a-f]{16}'$/s);
   });
 
   it("connection bounds are explicit", async () => {

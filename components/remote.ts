@@ -62,10 +62,19 @@ export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEO
   };
 }
 
-/** Seconds `<host>-deploy` may run: lease + hooks + validate + activation + health gate + margin. */
-export const deployBound = (host: ResolvedHost, t: Timeouts) => t.lease + t.hooks + t.validate + t.switch + host.settings.healthTimeout + MARGIN_SECONDS;
-/** Seconds `<host>-confirm` may run: the confirmation window, profile + boot entry, commit-back, margin. */
-export const confirmBound = (host: ResolvedHost, t: Timeouts) => host.push.confirmTimeout + t.switch + t.commit + MARGIN_SECONDS;
+/**
+ * Seconds `<host>-deploy` may run: more than the sum of the script's own bounds for the push (lease wait,
+ * settling an interrupted activation, `git add`, hooks, build, closure diff 120 s, systemd-run 60 s, the
+ * activator's test + health gate + 60 s), so the script, not `timeout`, reports what took too long.
+ */
+export const deployBound = (host: ResolvedHost, t: Timeouts) =>
+  t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + t.switch + host.settings.healthTimeout + 60 + MARGIN_SECONDS;
+/**
+ * Seconds `<host>-confirm` may run: more than the script's own wait (confirmation window, profile and boot
+ * entry, commit-back: confirmTimeout + 2 × switch + 4 × commit + 60), the lease hand-back (10 s) and a
+ * retried commit-back (4 × commit + 60), so a slow commit-back is reported by the host, not cut off.
+ */
+export const confirmBound = (host: ResolvedHost, t: Timeouts) => host.push.confirmTimeout + 2 * t.switch + 8 * t.commit + 130 + MARGIN_SECONDS;
 
 /** `<host>-deploy`: the bootstrap reads the bundle from stdin and runs the staged script's `push`. */
 export function deployCommand(host: ResolvedHost, timeouts: Timeouts, retry = 0): string {
@@ -111,8 +120,10 @@ export function parseDeployOutput(stdout: string | undefined): DeployResult | st
 export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha: string, deployStdout: string | undefined): string {
   const parsed = parseDeployOutput(deployStdout);
   if (typeof parsed === "string") return `echo ${q(`nixfleet: ${host.name}: ${parsed}; nothing to confirm`)} >&2; exit 3`;
-  const script = `${host.configPath}/${SCRIPT_FILE}`;
-  const check = `printf '%s  %s\\n' ${q(scriptSha)} ${q(script)} | sha256sum -c --status - || { echo ${q(`nixfleet: ${script} is not the script nixfleet installed (edited on the host?); refusing to run it as root`)} >&2; exit 3; }`;
+  // The root-owned copy deploy installed in the state dir: the checkout's copy belongs to its owner, who
+  // could swap it between the check and the run.
+  const script = `${host.stateDir}/auto-upgrade.sh`;
+  const check = `printf '%s  %s\\n' ${q(scriptSha)} ${q(script)} | sha256sum -c --status - || { echo ${q(`nixfleet: ${script} is not the script nixfleet installed; refusing to run it as root`)} >&2; exit 3; }`;
   const run = `timeout ${confirmBound(host, timeouts)} env ${shellEnv(scriptEnv(host, timeouts))} ${shellCommand("bash", script, "confirm", parsed.rollout)}`;
   // One `sh -c` so the check and the run are both root's (sudo runs one command).
   return asRoot(host.user, host.user === "root" ? `${check}; ${run}` : `sh -c ${q(`${check}; ${run}`)}`);

@@ -29,6 +29,8 @@ describe("parseFleetConfig: bad input names the config key and says what is allo
     [{ configPath: "home/evie" }, /^nixfleet:hosts\[2\]\.configPath: "home\/evie": must be an absolute path/],
     [{ configPath: "/home/../etc" }, /configPath: "\/home\/\.\.\/etc": must not contain '\.\.'/],
     [{ configPath: "/home//evie" }, /configPath: "\/home\/\/evie": must be a clean path/],
+    [{ configPath: "/srv/nix-config#x" }, /configPath: "\/srv\/nix-config#x": must not contain '#' or '\?'/],
+    [{ configPath: "/srv/nix?dir=evil" }, /configPath: .*must not contain '#' or '\?'/],
     [{ preUpdateHooks: ["-x.service"] }, /preUpdateHooks\[0\]: "-x\.service" is not a systemd unit name; allowed: .*not "-" first/],
     [{ name: "Malphas_1" }, /^nixfleet:hosts\[2\]\.name: "Malphas_1" is not allowed; allowed: an RFC 1123 label/],
     [{ address: "bad_host!" }, /^nixfleet:hosts\[2\]\.address: "bad_host!" is not allowed; allowed: an RFC 1123 hostname or an IPv4\/IPv6 address/],

@@ -52,6 +52,8 @@ export function pathProblem(p: string): string | undefined {
   if (p.length > MAX_PATH) return `must be at most ${MAX_PATH} characters`;
   if (!p.startsWith("/")) return "must be an absolute path (start with '/')";
   if (/[\x00-\x1f\x7f]/.test(p)) return "must not contain control characters";
+  // The checkout is built as a flake reference: '#' and '?' would pick another attribute or flake.
+  if (/[#?]/.test(p)) return "must not contain '#' or '?'";
   if (p.split("/").some((seg) => seg === "..")) return "must not contain '..'";
   if (p.length > 1 && p.endsWith("/")) return "must not end with '/'";
   if (/\/\.?\//.test(`${p}/`.slice(1))) return "must be a clean path: no '//' or '/./'";

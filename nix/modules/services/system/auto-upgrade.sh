@@ -149,6 +149,8 @@ load_settings() {
   ROOT=${AUTO_UPGRADE_ROOT:-}
 
   if [[ -z $CFG ]]; then bad "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)"; else check_abs AUTO_UPGRADE_CONFIG_PATH "$CFG"; fi
+  # It becomes a flake reference: '#' or '?' would select another attribute or flake.
+  [[ $CFG != *[#?]* ]] || bad "AUTO_UPGRADE_CONFIG_PATH must not contain '#' or '?', got '${CFG:0:200}'"
   [[ $HOST =~ $HOST_RE ]] || bad "AUTO_UPGRADE_FLAKE_HOST must name nixosConfigurations.<name> (letters, digits, '-', '_', '.'), got '${HOST:0:100}'"
   [[ -z $OWNER || $OWNER =~ $USER_RE ]] || bad "AUTO_UPGRADE_USER must be a user name (letters, digits, '_', '-', '.') or empty, got '${OWNER:0:100}'"
   [[ -n $REMOTE && -n $BRANCH && $REMOTE != -* && $BRANCH != -* ]] || bad "AUTO_UPGRADE_REMOTE and AUTO_UPGRADE_BRANCH must be non-empty and not start with '-'"
@@ -210,7 +212,9 @@ write_status() {
   RESULT=$1 MESSAGE=${2:0:4000}
   local json w ws="" reboot=null file tmp
   [[ -z $NEEDS_REBOOT ]] || reboot=$NEEDS_REBOOT
-  for w in "${WARNINGS[@]}"; do ws+="${ws:+,}$(json_str "$w")"; done
+  # At most 10 (each ≤ 1000 characters): confirm prints this record as one line, and the real provider
+  # hangs on a line over 64 KiB.
+  for w in "${WARNINGS[@]:0:10}"; do ws+="${ws:+,}$(json_str "$w")"; done
   json=$(
     printf '{"host":%s,"mode":%s,"rollout":%s,"lastRun":%s,"step":%s,"phase":%s,"result":%s,"message":%s,' \
       "$(json_str "$HOST")" "$(json_or_null "$MODE")" "$(json_or_null "$ROLLOUT")" "$(json_str "$(date -u +%Y-%m-%dT%H:%M:%SZ)")" \
@@ -937,13 +941,17 @@ step_push() {
   MODE=push STEP=push ROLLOUT=${NIXFLEET_ROLLOUT:-}
   [[ $ROLLOUT =~ $TOKEN_RE ]] || { log "auto-upgrade push: NIXFLEET_ROLLOUT must be the rollout token (16 hex, optional -r<N>), got '${ROLLOUT:0:40}'"; exit 2; }
   [[ -d $stage ]] || { log "auto-upgrade push: stage $stage is not a directory"; exit 2; }
-  local end=$((SECONDS + LEASE_WAIT)) said=false
+  local end=$((SECONDS + LEASE_WAIT)) said=-15
   LEASE_TTL=$((HOOKS_TIMEOUT + 60))
   until with_lock try_lease "push:$ROLLOUT" "$LEASE_TTL"; do
     ((SECONDS < end)) || { log "=== lease FAILED: another rollout holds the host for more than AUTO_UPGRADE_LEASE_WAIT=$LEASE_WAIT s ($(cat -- "$LEASE_FILE" 2>/dev/null)) ==="; exit 1; }
-    [[ $said == true ]] || { progress "waiting up to $LEASE_WAIT s for the lease ($(cat -- "$LEASE_FILE" 2>/dev/null))"; said=true; }
+    # Every 15 s, like the ticker: a dead SSH session (EPIPE) ends this wait too.
+    if ((SECONDS - said >= 15)); then progress "waiting up to $LEASE_WAIT s for the lease ($(cat -- "$LEASE_FILE" 2>/dev/null))"; said=$SECONDS; fi
     sleep 1
   done
+  # The root-owned copy of this script in the state dir: the activator and `confirm` run it, never the
+  # copy in the user-owned checkout (its owner could swap it between a check and a run).
+  install -m 0755 -- "$SELF" "$STATE_DIR/auto-upgrade.sh"
   resolve_owner
   recover_interrupted
   install_files "$stage"
@@ -967,7 +975,6 @@ step_push() {
 # unit with exactly our settings: it survives this SSH session. Then this process follows it.
 start_activator() {
   local copy=$STATE_DIR/auto-upgrade.sh args=(--unit="auto-upgrade-activate-$ROLLOUT" --collect --quiet "--setenv=PATH=$PATH") v
-  install -m 0755 -- "$SELF" "$copy"
   [[ -z ${HOME:-} ]] || args+=("--setenv=HOME=$HOME")
   for v in $(compgen -e | grep -E '^(AUTO_UPGRADE_|NIX_)'); do args+=("--setenv=$v=${!v}"); done
   rm -f -- "$STATE_DIR/confirm"
