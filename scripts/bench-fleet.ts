@@ -126,13 +126,15 @@ async function main() {
   const rows = [];
   for (const n of SIZES) {
     process.stderr.write(`bench:fleet: ${n} host(s)…\n`);
-    rows.push(await measure(n));
+    const row = await measure(n);
+    process.stderr.write(`bench:fleet: ${JSON.stringify(row)}\n`);
+    rows.push(row);
   }
   const one = rows.find((r) => r.n === 1) ?? rows[0];
   const f = (x: number, d = 1) => x.toFixed(d);
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
   const table = [
-    ["hosts", "first up", "×1 host", "update", "×1 host", "ssh baseline", "update/baseline", "no-op up", "preview", "no-op/preview", "sessions/host (first, update)", "state/host", "CLI peak", "program peak"],
+    ["hosts", "first up", "×1 host", "update", "×1 host", "ssh baseline", "update/baseline", "no-op up", "preview", "no-op/preview", "sessions/host (first, update)", "state/host", "CLI peak", "bench process peak (cumulative)"],
     ...rows.map((r) => [
       String(r.n),
       `${f(r.first)} s`,
