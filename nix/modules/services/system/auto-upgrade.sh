@@ -557,6 +557,9 @@ validate() {
 # and other control characters removed. The full text goes to the journal; $DIFF_FILE (beside `validated`)
 # keeps it bounded for status.json and the deploy's JSON line. A diff that cannot be computed is a warning:
 # it describes the build, it does not judge it.
+# Colour codes (nix prints them even into a pipe) and other control characters out of text people read.
+plain_text() { sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/[[:cntrl:]]//g' "$@"; }
+
 closure_diff() {
   local running full=$STATE_DIR/.closure-diff.full
   running=$(link_target "$CURRENT")
@@ -566,11 +569,11 @@ closure_diff() {
   fi
   if ! run_tool_to "$full" "$DIFF_TIMEOUT" nix "${NIX_FLAGS[@]}" store diff-closures -- "$running" "$P"; then
     report_output "nix store diff-closures" "$OUT"
-    warn "no closure diff of $running and $P: $(summary_of "$OUT" | sed -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/[[:cntrl:]]//g')"
+    warn "no closure diff of $running and $P: $(summary_of "$OUT" | plain_text)"
     rm -f -- "$full"
     return 0
   fi
-  sed -i -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/[[:cntrl:]]//g' -- "$full"
+  plain_text -i -- "$full"
   report_output "closure diff" "$full"
   bounded_lines "$full" >"$DIFF_FILE"
   rm -f -- "$full"

@@ -1,0 +1,30 @@
+// The bundle's path rule and the rollout token are checked on both sides of the wire: by the renderer and the
+// component (TypeScript) and by the bootstrap and the script (bash). Each language enforces its own copy;
+// this pins that the copies say the same thing, so a change to one cannot drift silently.
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+
+const read = (rel: string) => readFileSync(path.join(__dirname, "..", rel), "utf8");
+const one = (text: string, re: RegExp, what: string) => {
+  const m = re.exec(text);
+  if (!m) throw new Error(`${what} not found`);
+  return m[1];
+};
+
+describe("protocol patterns agree across TypeScript and bash", () => {
+  const script = read("nix/modules/services/system/auto-upgrade.sh");
+
+  it("bundle paths: render/bundle.ts, nix/push-bootstrap.sh and auto-upgrade.sh", () => {
+    const ts = one(read("render/bundle.ts"), /const REL_PATH = \/(.*)\/;/, "REL_PATH").replaceAll("\\/", "/");
+    const sh = one(script, /readonly REL_RE='(.*)'/, "REL_RE");
+    const boot = `^${one(read("nix/push-bootstrap.sh"), /\(text\|gzip-base64\) \(\[0-9\]\{1,6\}\) \((.*)\)\$'$/m, "bootstrap path")}$`;
+    expect(sh).toBe(ts);
+    expect(boot).toBe(ts);
+  });
+
+  it("rollout tokens: components/remote.ts and auto-upgrade.sh", () => {
+    const ts = one(read("components/remote.ts"), /const TOKEN = \/(.*)\/;/, "TOKEN");
+    expect(one(script, /readonly TOKEN_RE='(.*)'/, "TOKEN_RE")).toBe(ts);
+  });
+});
