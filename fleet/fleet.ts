@@ -1,43 +1,53 @@
 // SIMULATION — a NixOS fleet on one machine, for the end-to-end tests and the README demo.
-// Never imported by product code. What is real and what is simulated: see fleet/README.md.
-// Orchestration only; each concern has its file: process.ts (programs, lock), sshd.ts, ports.ts, users.ts,
-// repo.ts (origin and its flake), stock.ts (the stock NixOS toolset), network.ts (partition, freeze).
+// Never imported by product code. What is real and what is simulated: fleet/README.md.
+// Each host is a booted machine (machine/machine.ts: a systemd-nspawn container of a Debian trixie image
+// with real systemd, sshd, Nix 2.26 and its own store) running a nixos-lite system. Orchestration only;
+// each concern has its file: machine/ (image, boot, exec, reboot, power), process.ts, ports.ts, repo.ts
+// (origin and its flake), network.ts (partition, freeze).
 import { promises as fs, existsSync, readFileSync } from "node:fs";
 import * as path from "node:path";
+import {
+  bootMachine,
+  diskOf,
+  machineExec,
+  machineImage,
+  machineMemory,
+  machinePath,
+  machinePid1,
+  powerCut,
+  powerPid,
+  rebootMachine,
+  stopMachine,
+  type Machine,
+} from "./machine/machine";
 import { healHost, thawHost } from "./network";
-import { pickPorts, portIsFree } from "./ports";
-import { must, run, withLock, type ExecResult } from "./process";
+import { pickPorts } from "./ports";
+import { must, run, sleep, withLock, type ExecResult } from "./process";
 import { createOrigin } from "./repo";
-import { runningSshd, sessionPath, SIM_NIX_CONFIG, sshdConfig, sshdConfigPath, startSshd, stopSshd } from "./sshd";
-import { buildStock } from "./stock";
-import { ensureUser, letOthersIn, ownerTransport } from "./users";
 
 export { freezeHost, healHost, isPartitioned, partitionHost, thawHost } from "./network";
 export { run, type ExecResult } from "./process";
 export { commitToOrigin, liteSource, originLog } from "./repo";
+export type { Machine } from "./machine/machine";
 
 export type FleetRole = "desktop" | "laptop" | "server" | "pi";
 
 export interface FleetHostSpec {
   readonly name: string;
   readonly role: FleetRole;
-  /** Unix user owning the host's nix-config checkout (as on NixOS, where it is e.g. evie's). The
-   *  simulation creates it as a system user if missing. Unset (or "root"): the checkout is root's. */
+  /** Unix user owning the host's nix-config checkout (as on NixOS, where it is e.g. evie's), created in
+   *  the machine with a 0700 home. Unset (or "root"): the checkout is root's, in /etc/nixos. */
   readonly owner?: string;
 }
 
 export interface StartFleetOptions {
-  /** Directory holding all fleet state; reused (keys, repos, ports) on a second call. */
+  /** Directory holding all fleet state; reused (keys, repos, ports, machines' disks) on a second call. */
   readonly root: string;
   /** The hosts. Defaults to malphas (desktop), lilith (laptop), griefling (server), pi (pi). */
   readonly hosts?: readonly FleetHostSpec[];
   /** First sshd port; host i gets basePort+i, or the next free port. Defaults to 2221. */
   readonly basePort?: number;
-  /** Build and activate each host's initial configuration on creation (as an installed machine would
-   *  be). Defaults to true. */
-  readonly install?: boolean;
-  /** Stop and delete an existing fleet under `root` first (to pick up a changed test/nixos-lite or host
-   *  list). Defaults to false. */
+  /** Stop and delete an existing fleet under `root` first. Defaults to false. */
   readonly fresh?: boolean;
 }
 
@@ -51,20 +61,21 @@ export interface FleetHost {
   readonly hostKey: string;
   /** Owner of the checkout and of every file in it: the spec's owner, or "root". */
   readonly owner: string;
-  /** Absolute path of the host's nix-config clone (the configPath to use): simRoot/home/<owner>/nix-config. */
+  /** The nix-config checkout in the machine (the configPath to use): /home/<owner>/nix-config, or
+   *  /etc/nixos/nix-config when root owns it. A path of the MACHINE: read it with hostPath. */
   readonly checkout: string;
-  /** The host's simulated file system root (its state). */
-  readonly simRoot: string;
-  /** simRoot + "/var/lib/auto-upgrade": what AUTO_UPGRADE_STATE_DIR is. */
+  /** "/var/lib/auto-upgrade" (in the machine). */
   readonly stateDir: string;
-  /** simRoot + "/nix/var/nix/profiles/system": a real Nix profile. */
+  /** "/nix/var/nix/profiles/system" (in the machine). */
   readonly profile: string;
+  /** The host's machine (its directory on the deployer holds disk/, console.log). */
+  readonly machine: Machine;
 }
 
 /** A running simulated fleet (named apart from the product's `Fleet` component). */
 export interface SimFleet {
   readonly root: string;
-  /** The bare origin repository (stands in for the forge). */
+  /** The bare origin repository on the deployer (stands in for the forge; machines see it at ORIGIN_IN_MACHINE). */
   readonly originDir: string;
   readonly clientKeyPath: string;
   /** The client's private key (OpenSSH PEM), for Pulumi secret config. */
@@ -82,14 +93,17 @@ export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
   { name: "pi", role: "pi" },
 ];
 
+/** Where every machine sees the fleet's origin (bound read-write from the deployer). */
+export const ORIGIN_IN_MACHINE = "/srv/origin.git";
+/** Nix flags of a build on a host (a stock host has no flakes setting; the script passes them too). */
+export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes"];
+
 const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];
-const SHIMS_SRC = path.join(__dirname, "shims");
-export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""];
+const INSTALL_SH = path.join(__dirname, "machine", "install.sh");
 
 interface FleetState {
-  /** 2: unit files, stock toolset, boot entry (a version-1 root's installed systems cannot be re-activated). */
-  version: 2;
-  /** owner: absent for root-owned checkouts (fleet.json files written before owners existed). */
+  /** 3: hosts are machines. */
+  version: 3;
   hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
 }
 
@@ -110,100 +124,51 @@ function validateSpecs(specs: readonly FleetHostSpec[]): void {
   }
 }
 
-/** The environment a host's sessions get (what its sshd's SetEnv gives), for running its tools locally. */
-export function hostEnv(_fleetRoot: string, host: Pick<FleetHost, "simRoot" | "stateDir">): NodeJS.ProcessEnv {
-  return {
-    HOME: process.env.HOME ?? "/root",
-    USER: "root",
-    LOGNAME: "root",
-    PATH: sessionPath(host.simRoot),
-    NIXFLEET_SIM_ROOT: host.simRoot,
-    AUTO_UPGRADE_ROOT: host.simRoot,
-    AUTO_UPGRADE_STATE_DIR: host.stateDir,
-    NIX_CONFIG: SIM_NIX_CONFIG,
-  };
-}
-
 const ownerOf = (spec: { owner?: string }) => spec.owner ?? "root";
+const checkoutOf = (owner: string) => (owner === "root" ? "/etc/nixos/nix-config" : `/home/${owner}/nix-config`);
 
-function hostPaths(root: string, name: string, owner: string) {
-  const simRoot = path.join(root, "hosts", name);
-  return {
-    simRoot,
-    owner,
-    checkout: path.join(simRoot, "home", owner, "nix-config"),
-    stateDir: path.join(simRoot, "var", "lib", "auto-upgrade"),
-    profile: path.join(simRoot, "nix", "var", "nix", "profiles", "system"),
-  };
+function machineOf(root: string, image: string, name: string): Machine {
+  return { name, image, dir: path.join(root, "hosts", name), binds: [[path.join(root, "origin.git"), ORIGIN_IN_MACHINE]] };
 }
 
-async function setupHost(root: string, originDir: string, spec: FleetHostSpec, install: boolean): Promise<void> {
-  const owner = ownerOf(spec);
-  const p = hostPaths(root, spec.name, owner);
-  const home = path.dirname(p.checkout);
-  for (const d of ["etc/ssh", "run", "log", "var/lib/auto-upgrade", "nix/var/nix/profiles", "sim", "boot"]) {
-    await fs.mkdir(path.join(p.simRoot, d), { recursive: true });
-  }
-  if (!existsSync(sessionPath(p.simRoot))) await fs.symlink(path.join(root, "stock", "bin"), sessionPath(p.simRoot));
-  await fs.mkdir(home, { recursive: true });
-  if (owner !== "root") {
-    // As on NixOS: /home/<user> belongs to the user, mode 0700.
-    const uid = Number((await must("id", ["-u", owner])).trim());
-    const gid = Number((await must("id", ["-g", owner])).trim());
-    await fs.chown(home, uid, gid);
-    await fs.chmod(home, 0o700);
-    await letOthersIn(path.dirname(home), root);
-  }
-  await fs.writeFile(path.join(p.simRoot, "etc", "hostname"), `${spec.name}\n`);
-  const key = path.join(p.simRoot, "etc/ssh/ssh_host_ed25519_key");
-  if (!existsSync(key)) {
-    await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `root@${spec.name}`, "-f", key]);
-  }
-  if (!existsSync(path.join(p.checkout, ".git"))) {
-    await fs.rm(p.checkout, { recursive: true, force: true });
-    if (owner === "root") {
-      await must("git", ["clone", "-q", "--branch", "main", originDir, p.checkout]);
-    } else {
-      // Cloned by the owner, so every file and dir is theirs. origin.git is root's: git (2.39) refuses a
-      // repository owned by someone else, and the forge it stands for is not a local directory on a
-      // real host, so the owner's upload-pack/receive-pack trust origin.git (and only it) for this clone.
-      const t = ownerTransport(originDir);
-      await must("runuser", ["-u", owner, "--", "git", "clone", "-q", "--no-local", "-u", t.uploadpack, "--branch", "main", originDir, p.checkout], { cwd: home });
-      await must("runuser", ["-u", owner, "--", "git", "-C", p.checkout, "config", "remote.origin.uploadpack", t.uploadpack], { cwd: home });
-      await must("runuser", ["-u", owner, "--", "git", "-C", p.checkout, "config", "remote.origin.receivepack", t.receivepack], { cwd: home });
-    }
-    const git = owner === "root" ? ["git"] : ["runuser", "-u", owner, "--", "git"];
-    await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.name", `${owner}@${spec.name}`], { cwd: home });
-    await must(git[0], [...git.slice(1), "-C", p.checkout, "config", "user.email", `${owner}@${spec.name}.fleet.invalid`], { cwd: home });
-  }
-  if (install && !existsSync(path.join(p.simRoot, "run", "current-system"))) await installHost(root, spec.name, p);
+/** A file of the machine's disk layer (what it writes over the image), for set-up before its first boot. */
+async function writeDisk(m: Machine, rel: string, text: string, mode = 0o644): Promise<void> {
+  const file = path.join(diskOf(m), rel);
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.writeFile(file, text, { mode });
+  await fs.chmod(file, mode);
 }
 
 /**
- * The machine as installed and booted once, with the host's stock tools only: like nixos-install, build
- * the configuration, make it generation 1 of the system profile and the boot entry
- * (`switch-to-configuration boot`); then like its first boot, run the system's `activate` (units, current
- * system), record it as the booted system and start what multi-user.target wants. The host's sshd is
- * started by startFleet. Nix's git refuses a checkout root does not own ("dubious ownership"), so the
- * installer trusts it.
+ * The machine's identity and install, before its first boot: its sshd's host key and port (the machine
+ * shares the deployer's network, so each sshd has its own loopback port), the fleet's client key for root,
+ * then `install.sh` inside the machine's root (systemd-nspawn, like nixos-install's chroot): the owner, the
+ * checkout cloned from origin, the configuration built with the machine's Nix, generation 1 of the system
+ * profile and the boot entry.
  */
-async function installHost(root: string, name: string, p: ReturnType<typeof hostPaths>): Promise<void> {
-  const trust = p.owner === "root" ? {} : { GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: p.checkout };
-  const env = { ...hostEnv(root, p), ...trust };
-  const opts = { env, cwd: p.checkout };
-  const link = path.join(p.simRoot, "run", "install-result");
-  const attr = `${p.checkout}#nixosConfigurations.${JSON.stringify(name)}.config.system.build.toplevel`;
-  await must("nix", ["build", ...NIX_FLAGS, "-o", link, attr], opts);
-  const system = await fs.readlink(link);
-  await must("nix-env", ["-p", p.profile, "--set", system], opts);
-  await fs.rm(link);
-  await must(path.join(system, "bin", "switch-to-configuration"), ["boot"], opts);
-  await must(path.join(system, "activate"), [system], opts);
-  await fs.symlink(system, path.join(p.simRoot, "run", "booted-system"));
-  const wants = path.join(p.simRoot, "etc", "systemd", "system", "multi-user.target.wants");
-  for (const unit of await fs.readdir(wants).catch(() => [] as string[])) {
-    if (unit !== "sshd.service") await must("systemctl", ["start", "--", unit], opts);
-  }
+async function setupHost(root: string, m: Machine, spec: FleetHostSpec, port: number): Promise<void> {
+  const disk = diskOf(m);
+  await fs.mkdir(disk, { recursive: true });
+  const key = path.join(m.dir, "ssh_host_ed25519_key");
+  if (!existsSync(key)) await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `root@${spec.name}`, "-f", key]);
+  await writeDisk(m, "etc/ssh/ssh_host_ed25519_key", await fs.readFile(key, "utf8"), 0o600);
+  await writeDisk(m, "etc/ssh/ssh_host_ed25519_key.pub", await fs.readFile(`${key}.pub`, "utf8"));
+  await writeDisk(m, "etc/ssh/sshd_config.d/machine.conf", `# SIMULATED: this machine's address (fleet/fleet.ts)\nPort ${port}\nListenAddress 127.0.0.1\n`);
+  await writeDisk(m, "etc/ssh/authorized_keys.d/root", await fs.readFile(path.join(root, "client_ed25519.pub"), "utf8"));
+  if (existsSync(path.join(m.dir, "installed"))) return;
+  const owner = ownerOf(spec);
+  const r = await run(
+    "systemd-nspawn",
+    [
+      "--quiet", `--directory=${m.image}`, `--overlay=${m.image}:${disk}:/`, `--machine=${m.name}`, "--register=no", "--keep-unit",
+      "--link-journal=no", "--console=pipe", `--bind=${path.join(root, "origin.git")}:${ORIGIN_IN_MACHINE}`,
+      `--bind-ro=${INSTALL_SH}:/run/nixfleet-install.sh`,
+      "--", "/bin/bash", "/run/nixfleet-install.sh", spec.name, owner, checkoutOf(owner), ORIGIN_IN_MACHINE,
+    ],
+    { input: "" },
+  );
+  if (r.code !== 0) throw new Error(`fleet: installing ${spec.name} failed (exit ${r.code}):\n${r.stderr.slice(-3000)}${r.stdout.slice(-2000)}`);
+  await fs.writeFile(path.join(m.dir, "installed"), r.stdout);
 }
 
 async function readState(root: string): Promise<FleetState | null> {
@@ -214,8 +179,8 @@ async function readState(root: string): Promise<FleetState | null> {
   }
 }
 
-async function hostKeyOf(simRoot: string): Promise<string> {
-  const pub = await fs.readFile(path.join(simRoot, "etc/ssh/ssh_host_ed25519_key.pub"), "utf8");
+async function hostKeyOf(dir: string): Promise<string> {
+  const pub = await fs.readFile(path.join(dir, "ssh_host_ed25519_key.pub"), "utf8");
   const [type, key] = pub.trim().split(/\s+/);
   return `${type} ${key}`;
 }
@@ -233,7 +198,36 @@ function fleetObject(root: string, hosts: FleetHost[]): SimFleet {
   };
 }
 
-/** Starts (or reuses) a simulated fleet under `opts.root`. */
+async function hostOf(root: string, image: string, h: { name: string; role: FleetRole; port: number; owner?: string }): Promise<FleetHost> {
+  const owner = ownerOf(h);
+  const machine = machineOf(root, image, h.name);
+  return {
+    name: h.name,
+    role: h.role,
+    address: "127.0.0.1",
+    port: h.port,
+    user: "root",
+    hostKey: await hostKeyOf(machine.dir),
+    owner,
+    checkout: checkoutOf(owner),
+    stateDir: "/var/lib/auto-upgrade",
+    profile: "/nix/var/nix/profiles/system",
+    machine,
+  };
+}
+
+/** Waits until the host's sshd answers the fleet's client (its system's sshd.service). */
+async function waitSsh(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await sshExec(fleet, host, "true", { timeoutMs: 15_000 });
+    if (r.code === 0) return;
+    if (Date.now() > deadline) throw new Error(`fleet: ${host.name}'s sshd does not answer on port ${host.port}: ${r.stderr.trim()}`);
+    await sleep(200);
+  }
+}
+
+/** Starts (or reuses) a simulated fleet under `opts.root`: every host a booted machine. */
 export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
   const root = path.resolve(opts.root);
   const specs = opts.hosts ?? DEFAULT_HOSTS;
@@ -243,9 +237,10 @@ export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
     await fs.rm(root, { recursive: true, force: true });
   }
   await fs.mkdir(root, { recursive: true });
+  const image = await machineImage();
   return withLock(root, async () => {
     const state = await readState(root);
-    if (state && state.version !== 2) {
+    if (state && state.version !== 3) {
       throw new Error(`fleet at ${root} was made by an older simulation (fleet.json version ${state.version}): start it with fresh: true (CLI: --fresh) or use another root`);
     }
     if (state) {
@@ -257,93 +252,48 @@ export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
         throw new Error(`fleet at ${root} has hosts ${have}, asked for ${want}: use another root or delete it`);
       }
     }
-    await fs.mkdir("/run/sshd", { recursive: true }); // sshd's privilege separation directory
-
-    // Shims: always refreshed, so edits in fleet/shims reach an existing fleet.
-    const shims = path.join(root, "shims");
-    await fs.mkdir(shims, { recursive: true });
-    for (const f of await fs.readdir(SHIMS_SRC)) {
-      await fs.copyFile(path.join(SHIMS_SRC, f), path.join(shims, f));
-      await fs.chmod(path.join(shims, f), f.endsWith(".sh") ? 0o644 : 0o755);
-    }
-    for (const gone of await fs.readdir(shims)) {
-      if (!existsSync(path.join(SHIMS_SRC, gone))) await fs.rm(path.join(shims, gone), { force: true });
-    }
-    await buildStock(root);
-
     const clientKey = path.join(root, "client_ed25519");
     if (!existsSync(clientKey)) {
       await must("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "nixfleet-sim-client", "-f", clientKey]);
     }
-    await fs.copyFile(`${clientKey}.pub`, path.join(root, "authorized_keys"));
-
     const originDir = path.join(root, "origin.git");
     if (!state || !existsSync(path.join(originDir, "HEAD"))) await createOrigin(root, originDir, specs);
 
-    const ports = await pickPorts(specs, opts.basePort ?? 2221, state, root);
-    for (const spec of specs) {
-      const owner = ownerOf(spec);
-      if (owner !== "root") await ensureUser(owner, path.join(root, "hosts", spec.name, "home", owner));
-    }
-    if (specs.some((h) => ownerOf(h) !== "root")) await letOthersIn(root, root);
-    await Promise.all(specs.map((h) => setupHost(root, originDir, h, opts.install ?? true)));
-
-    const hosts: FleetHost[] = [];
-    const taken = new Set(ports);
-    for (const [i, spec] of specs.entries()) {
-      const p = hostPaths(root, spec.name, ownerOf(spec));
-      const cfgPath = sshdConfigPath(p.simRoot);
-      let port = ports[i];
-      // Another fleet (a parallel test file) may bind a port between the check and sshd: move on.
-      for (let attempt = 0; ; attempt++) {
-        const cfg = sshdConfig(root, p.simRoot, port);
-        const old = await fs.readFile(cfgPath, "utf8").catch(() => "");
-        if (old !== cfg) {
-          await stopSshd(p.simRoot);
-          await fs.writeFile(cfgPath, cfg);
-        }
-        if (runningSshd(p.simRoot) !== null || (await startSshd(p.simRoot)) === "started") break;
-        if (attempt >= 20) throw new Error(`fleet: no free port for ${spec.name}'s sshd near ${ports[i]}`);
-        do port++;
-        while (taken.has(port) || !(await portIsFree(port)));
-        taken.add(port);
-      }
-      hosts.push({
-        name: spec.name,
-        role: spec.role,
-        address: "127.0.0.1",
-        port,
-        user: "root",
-        hostKey: await hostKeyOf(p.simRoot),
-        ...p,
-      });
-    }
-
-    await fs.writeFile(
-      path.join(root, "known_hosts"),
-      hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""),
-    );
-    const newState: FleetState = {
-      version: 2,
-      hosts: hosts.map((h) => ({ name: h.name, role: h.role, port: h.port, ...(h.owner === "root" ? {} : { owner: h.owner }) })),
-    };
+    const running = (name: string) => powerPid({ dir: path.join(root, "hosts", name) }) !== null;
+    const ports = await pickPorts(specs, opts.basePort ?? 2221, state, running);
+    const hostState = specs.map((s, i) => ({ name: s.name, role: s.role, port: ports[i], ...(ownerOf(s) === "root" ? {} : { owner: s.owner }) }));
+    // Written before the machines boot: a failed start can still be stopped (stopFleet reads it).
+    const newState: FleetState = { version: 3, hosts: hostState };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
-    return fleetObject(root, hosts);
+
+    await Promise.all(
+      specs.map(async (spec, i) => {
+        const m = machineOf(root, image, spec.name);
+        if (running(spec.name)) return;
+        await setupHost(root, m, spec, ports[i]);
+        await bootMachine(m);
+      }),
+    );
+    const hosts = await Promise.all(hostState.map((h) => hostOf(root, image, h)));
+    await fs.writeFile(path.join(root, "known_hosts"), hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""));
+    const fleet = fleetObject(root, hosts);
+    await Promise.all(hosts.map((h) => waitSsh(fleet, h)));
+    return fleet;
   });
 }
 
-/** Stops every sshd of the fleet under `root` (state is kept; startFleet reuses it). */
+/** Shuts every machine of the fleet under `root` down (their disks are kept; startFleet boots them again). */
 export async function stopFleet(root: string): Promise<void> {
-  const state = await readState(path.resolve(root));
-  if (!state) return;
   const abs = path.resolve(root);
+  const state = await readState(abs);
+  if (!state) return;
   await Promise.all(
     state.hosts.map(async (h) => {
-      const net = { name: h.name, port: h.port, simRoot: hostPaths(abs, h.name, ownerOf(h)).simRoot };
-      // A test may have left the host partitioned or frozen: undo both, or sshd would not stop.
+      const net = { name: h.name, port: h.port, machine: { dir: path.join(abs, "hosts", h.name) } };
+      // A test may have left the host partitioned or frozen: undo both, or the machine would not stop.
       if (existsSync("/usr/sbin/iptables")) await healHost({ root: abs }, net);
-      if (runningSshd(net.simRoot) !== null) await thawHost(null, net);
-      await stopSshd(net.simRoot);
+      await thawHost(null, net);
+      await stopMachine({ name: h.name, dir: net.machine.dir });
     }),
   );
 }
@@ -353,25 +303,17 @@ export async function fleetStatus(root: string): Promise<(FleetHost & { running:
   const abs = path.resolve(root);
   const state = await readState(abs);
   if (!state) return null;
+  const image = await machineImage();
   return Promise.all(
     state.hosts.map(async (h) => {
-      const p = hostPaths(abs, h.name, ownerOf(h));
-      return {
-        name: h.name,
-        role: h.role,
-        address: "127.0.0.1" as const,
-        port: h.port,
-        user: "root" as const,
-        hostKey: await hostKeyOf(p.simRoot),
-        ...p,
-        running: runningSshd(p.simRoot) !== null,
-      };
+      const host = await hostOf(abs, image, h);
+      return { ...host, running: machinePid1(host.machine) !== null };
     }),
   );
 }
 
 /** ssh options that trust exactly the fleet's host keys and use the fleet's client key. */
-export function sshArgs(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): string[] {
+export function sshArgs(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: Pick<FleetHost, "port" | "user" | "address">): string[] {
   return [
     "-F", "/dev/null",
     "-i", fleet.clientKeyPath,
@@ -392,33 +334,85 @@ export function sshArgs(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath"
 /** Runs `command` on the host with the real ssh client (the remote shell parses it). */
 export function sshExec(
   fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">,
-  host: FleetHost,
+  host: Pick<FleetHost, "port" | "user" | "address">,
   command: string,
   opts: { input?: string; timeoutMs?: number } = {},
 ): Promise<ExecResult> {
   return run("ssh", [...sshArgs(fleet, host), "--", command], { input: opts.input ?? "", timeoutMs: opts.timeoutMs });
 }
 
-/** The store path the host's run/current-system points at, or null before any activation. */
-export async function currentSystem(host: Pick<FleetHost, "simRoot">): Promise<string | null> {
+/** The session PATH of a host (what root's SSH sessions get): its system's packages. */
+export const SESSION_PATH = "/run/current-system/sw/bin";
+
+/**
+ * Runs a program on the host through its machine's console (not SSH: works while sshd is down), as root
+ * with a session's environment (PATH = the system's sw/bin). `user`: run as that user (runuser) instead.
+ */
+export async function hostExec(
+  host: Pick<FleetHost, "machine">,
+  argv: readonly string[],
+  opts: { input?: string; user?: string; cwd?: string; timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  const cmd = opts.user && opts.user !== "root" ? ["/usr/sbin/runuser", "-u", opts.user, "--", ...argv] : [...argv];
+  const home = opts.user && opts.user !== "root" ? `/home/${opts.user}` : "/root";
+  return machineExec(host.machine, cmd, {
+    input: opts.input,
+    cwd: opts.cwd,
+    timeoutMs: opts.timeoutMs,
+    env: { PATH: SESSION_PATH, HOME: home, USER: opts.user ?? "root", LOGNAME: opts.user ?? "root" },
+  });
+}
+
+/** A path of the host's machine as the deployer reads and writes it (through its PID 1's root). */
+export function hostPath(host: Pick<FleetHost, "machine">, p: string): string {
+  return machinePath(host.machine, p);
+}
+
+/** Reboots the host's machine (`systemctl reboot`): its boot loader boots the boot entry; waits for sshd. */
+export async function rebootHost(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): Promise<void> {
+  await rebootMachine(host.machine);
+  await waitSsh(fleet, host);
+}
+
+/** Cuts the host's power (every process of its machine killed at once) and, unless `stayOff`, powers it on. */
+export async function powerCycleHost(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost, opts: { stayOff?: boolean } = {}): Promise<void> {
+  await powerCut(host.machine);
+  if (opts.stayOff) return;
+  await bootMachine(host.machine);
+  await waitSsh(fleet, host);
+}
+
+/** Powers the host's machine on (after powerCycleHost with stayOff) and waits for sshd. */
+export async function bootHost(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost): Promise<void> {
+  await bootMachine(host.machine);
+  await waitSsh(fleet, host);
+}
+
+/** Resident memory of the host's machine (bytes, every process of it). */
+export const hostMemory = (host: Pick<FleetHost, "machine">) => machineMemory(host.machine);
+
+async function readLink(host: Pick<FleetHost, "machine">, p: string): Promise<string | null> {
   try {
-    return await fs.readlink(path.join(host.simRoot, "run", "current-system"));
+    return await fs.readlink(hostPath(host, p));
   } catch {
     return null;
   }
 }
 
-async function lines(file: string): Promise<string[]> {
+/** The store path the host's /run/current-system points at, or null. */
+export const currentSystem = (host: Pick<FleetHost, "machine">) => readLink(host, "/run/current-system");
+
+/** The host's journal, one line per entry ("<time> <host> <tag>[pid]: <message>"); `tag` limits it to one identifier. */
+export async function journal(host: Pick<FleetHost, "machine">, tag?: string): Promise<string[]> {
+  const r = await machineExec(host.machine, ["journalctl", "--no-pager", "-q", "-o", "short-iso", ...(tag ? ["-t", tag] : [])]);
+  return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+/** Lines the simulated hooks (e.g. chezmoi-pre-update) wrote on the host (/var/log/nixfleet-hooks.log). */
+export async function hookLog(host: Pick<FleetHost, "machine">): Promise<string[]> {
   try {
-    return (await fs.readFile(file, "utf8")).split("\n").filter((l) => l !== "");
+    return (await fs.readFile(hostPath(host, "/var/log/nixfleet-hooks.log"), "utf8")).split("\n").filter((l) => l !== "");
   } catch {
     return [];
   }
 }
-
-/** Lines the simulated `logger` wrote on the host: "<time> <tag>: <message>". */
-export const journal = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "journal.log"));
-/** Lines the simulated hooks (e.g. chezmoi-pre-update) wrote on the host. */
-export const hookLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "hooks.log"));
-/** Lines the simulated `systemctl` wrote on the host: "<time> start UNIT ok|failed|not-found". */
-export const systemctlLog = (host: Pick<FleetHost, "simRoot">) => lines(path.join(host.simRoot, "log", "systemctl.log"));

@@ -2,18 +2,18 @@
 //   partitionHost: iptables DROP of every packet to and from the host's sshd port on loopback: new
 //     connections hang in SYN-SENT, open ones stop getting data or ACKs; nothing answers with a RST, as
 //     when a machine falls off the network. healHost removes exactly those rules.
-//   freezeHost: SIGSTOP of the host's sshd and all its sessions (a hung machine that still holds its TCP
+//   freezeHost: SIGSTOP of every process of the host's machine (a hung machine that still holds its TCP
 //     connections open: the kernel ACKs, nobody answers). thawHost: SIGCONT.
 // Needs iptables (Debian package `iptables`); fails loudly without it. Rules carry a comment naming the
 // fleet root and host, so stopFleet can remove what a crashed test left behind.
 import { execFile } from "node:child_process";
-import { promises as fs } from "node:fs";
 import * as path from "node:path";
+import { machinePids, type Machine } from "./machine/machine";
 
 interface NetHost {
   readonly name: string;
   readonly port: number;
-  readonly simRoot: string;
+  readonly machine: Pick<Machine, "dir">;
 }
 
 function exec(file: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -58,23 +58,6 @@ export async function isPartitioned(fleet: { root: string }, host: NetHost): Pro
   return false;
 }
 
-/** The pids of the host's sshd listener and every process under it (its sessions). */
-async function sshdTree(host: NetHost): Promise<number[]> {
-  const pid = Number((await fs.readFile(path.join(host.simRoot, "run", "sshd.pid"), "utf8").catch(() => "")).trim());
-  if (!Number.isInteger(pid) || pid <= 0) throw new Error(`${host.name}: its sshd is not running (no run/sshd.pid)`);
-  const kids = new Map<number, number[]>();
-  for (const d of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    const stat = await fs.readFile(`/proc/${d}/stat`, "utf8").catch(() => "");
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    if (!kids.has(ppid)) kids.set(ppid, []);
-    kids.get(ppid)!.push(Number(d));
-  }
-  const all = [pid];
-  for (let i = 0; i < all.length; i++) all.push(...(kids.get(all[i]) ?? []));
-  return all;
-}
-
 function signal(pids: number[], sig: NodeJS.Signals): void {
   for (const p of pids) {
     try {
@@ -85,12 +68,15 @@ function signal(pids: number[], sig: NodeJS.Signals): void {
   }
 }
 
-/** SIGSTOPs the host's sshd and its sessions: TCP stays up, nothing answers. */
+/** SIGSTOPs every process of the host's machine (systemd, sshd, its sessions): a hung machine. The kernel
+ *  still accepts TCP connections to its port, nothing answers. */
 export async function freezeHost(_fleet: unknown, host: NetHost): Promise<void> {
-  signal(await sshdTree(host), "SIGSTOP");
+  const pids = machinePids(host.machine);
+  if (pids.length === 0) throw new Error(`${host.name}: its machine is not running`);
+  signal(pids, "SIGSTOP");
 }
 
-/** SIGCONTs what freezeHost stopped. */
+/** SIGCONTs every process of the host's machine. */
 export async function thawHost(_fleet: unknown, host: NetHost): Promise<void> {
-  signal(await sshdTree(host), "SIGCONT");
+  signal(machinePids(host.machine), "SIGCONT");
 }

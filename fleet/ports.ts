@@ -1,8 +1,6 @@
 // SIMULATION — sshd ports on loopback: a host keeps its port across starts, else the next free one.
 import * as net from "node:net";
-import * as path from "node:path";
 import type { FleetHostSpec } from "./fleet";
-import { runningSshd } from "./sshd";
 
 export function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -12,13 +10,18 @@ export function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-export async function pickPorts(specs: readonly FleetHostSpec[], basePort: number, state: { readonly hosts: readonly { name: string; port: number }[] } | null, root: string) {
+/** Ports for the hosts; `running(name)`: the host's machine runs (its port is its own, though not free). */
+export async function pickPorts(
+  specs: readonly FleetHostSpec[],
+  basePort: number,
+  state: { readonly hosts: readonly { name: string; port: number }[] } | null,
+  running: (name: string) => boolean,
+) {
   const taken = new Set<number>();
   const ports: number[] = [];
   for (const [i, h] of specs.entries()) {
-    const simRoot = path.join(root, "hosts", h.name);
     const previous = state?.hosts.find((s) => s.name === h.name)?.port;
-    if (previous !== undefined && !taken.has(previous) && (runningSshd(simRoot) !== null || (await portIsFree(previous)))) {
+    if (previous !== undefined && !taken.has(previous) && (running(h.name) || (await portIsFree(previous)))) {
       ports.push(previous);
       taken.add(previous);
       continue;

@@ -31,19 +31,20 @@ ${hosts}
 
 function configurationNix(h: FleetHostSpec): string {
   return `# ${h.name} (${h.role}) — a host of the SIMULATED nixfleet fleet.
-{ lib, ... }:
+{ lib, pkgs, ... }:
 {
   imports = lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix;
 
   networking.hostName = "${h.name}";
+  # A host with a nix-config checkout has git (its user cloned it).
+  environment.systemPackages = [ pkgs.git ];
 
-  # SIMULATION: stands in for a chezmoi dotfile sync; the fleet's systemctl shim runs \`script\` with bash.
+  # SIMULATION: stands in for a chezmoi dotfile sync (a real systemd unit of the machine).
   systemd.services."chezmoi-pre-update" = {
     description = "Sync dotfiles with chezmoi before an upgrade (simulated)";
     serviceConfig.Type = "oneshot";
     script = ''
-      mkdir -p "$NIXFLEET_SIM_ROOT/log"
-      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) chezmoi-pre-update: dotfiles synced (simulated)" >> "$NIXFLEET_SIM_ROOT/log/hooks.log"
+      echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) chezmoi-pre-update: dotfiles synced (simulated)" >> /var/log/nixfleet-hooks.log
     '';
   };
 }

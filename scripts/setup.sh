@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-# Debian packages: real Nix (nix-bin), sshd for the simulated fleet, shellcheck, git, jq.
-apt_packages=(nix-bin openssh-server shellcheck git jq iptables)
+# Debian packages: real Nix (nix-bin), the ssh client and keys, shellcheck, git, jq; the simulated fleet's
+# machines: mmdebstrap (their image) and systemd-container (systemd-nspawn), iptables (partitions).
+apt_packages=(nix-bin openssh-server shellcheck git jq iptables mmdebstrap systemd-container)
 missing=()
-for tool in nix-instantiate:nix-bin sshd:openssh-server shellcheck:shellcheck git:git jq:jq iptables:iptables; do
+for tool in nix-instantiate:nix-bin sshd:openssh-server shellcheck:shellcheck git:git jq:jq iptables:iptables \
+  mmdebstrap:mmdebstrap systemd-nspawn:systemd-container; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -30,3 +32,7 @@ fi
 
 # The Pulumi CLI and command provider (built once, cached outside the repo).
 bash toolchain/build.sh >/dev/null
+
+# The image every simulated host boots (Debian trixie: systemd, Nix 2.26, sshd; built once, cached outside
+# the repo, about a minute).
+bash fleet/machine/image.sh >/dev/null

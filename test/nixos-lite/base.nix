@@ -191,6 +191,13 @@ in
     systemd.timers = mkOption { type = unitsOf [ { options = timerOptions; } ]; default = { }; description = "systemd timers."; };
   };
 
+  # nixos/modules/config/system-path.nix: requiredPackages are in every system's sw/bin (no git, no jq,
+  # no nh: a configuration adds those).
+  config.environment.systemPackages = with pkgs; [
+    bash coreutils util-linux gnugrep gnused findutils gzip gnutar xz bzip2 diffutils procps less which
+    getent gawk openssh config.nix.package config.systemd.package
+  ];
+
   # nixos/modules/config/networking.nix
   config.networking.proxy.envVars =
     optionalAttrs (proxy.default != null) { no_proxy = "127.0.0.1,localhost"; }

@@ -2,16 +2,17 @@
 #  SIMULATION — nixos-lite `pkgs`. This is NOT nixpkgs.
 #
 #  Only what nixfleet's module uses. Everything here is a REAL derivation built
-#  by `/bin/sh` on the host (Debian's Nix runs with `sandbox = false`, so the
-#  builders may call /bin/mkdir, /bin/chmod, /bin/ln, /bin/bash and
+#  by `/bin/sh` of the machine (its Nix sandbox shows the builders /usr, so
+#  they may call /bin/mkdir, /bin/chmod, /bin/ln, /bin/bash and
 #  /usr/bin/shellcheck by absolute path; PATH is unset inside builders).
 #
 #  Tool packages (coreutils, git, gitMinimal, gzip, nix, openssh, util-linux, …) are
-#  STAND-INS: each is a derivation with an EMPTY `bin/`. writeShellApplication
-#  puts their `bin/` first on PATH exactly like nixpkgs does, but since they are
-#  empty every command falls through to the `$PATH` the script was started
-#  with — i.e. the host's real tools (or the fleet's shims for `nh`,
-#  `systemctl`, `logger`).
+#  STAND-INS: on a fleet machine each `bin/` links the machine's Debian programs
+#  of the same package (Nix 2.26, systemd 257, git, …), so a system's sw/bin and
+#  a unit's PATH hold exactly the packages its configuration names. Elsewhere
+#  (module tests on the deployer) `bin/` is empty and commands fall through to
+#  the caller's PATH. jq and nh are packages too: a host has them only if its
+#  configuration adds them.
 # ============================================================================
 { lib, system }:
 let
@@ -21,17 +22,25 @@ let
   runtimeShell = "/bin/bash";
 
   # `.out` is the package itself, as for a single-output nixpkgs package (`config.nix.package.out`).
+  # On a fleet machine (fleet/machine) its `bin/` links the machine's Debian programs of the same package
+  # (listed by the image in /usr/share/nixfleet/stock/<pname>); elsewhere it is empty.
   standIn = pname: mainProgram:
     let
       self = derivation {
         name = "${pname}-nixos-lite-standin";
-        inherit system;
+        inherit system pname;
         builder = "/bin/sh";
-        args = [ "-c" "/bin/mkdir -p \"$out/bin\"" ];
+        args = [ "-c" ''
+          /bin/mkdir -p "$out/bin"
+          list=/usr/share/nixfleet/stock/$pname
+          if [ -f "$list" ]; then
+            while read -r prog target; do /bin/ln -s "$target" "$out/bin/$prog"; done < "$list"
+          fi
+        '' ];
       } // {
         pname = pname;
         out = self;
-        meta = { inherit mainProgram; description = "nixos-lite stand-in: empty bin/, the host's ${mainProgram} is used via PATH"; };
+        meta = { inherit mainProgram; description = "nixos-lite stand-in: bin/ links the machine's (Debian's) ${mainProgram}"; };
       };
     in
     self;
@@ -108,4 +117,14 @@ in
   openssh = standIn "openssh" "ssh";
   systemd = standIn "systemd" "systemctl";
   util-linux = standIn "util-linux" "flock";
+  gnutar = standIn "gnutar" "tar";
+  xz = standIn "xz" "xz";
+  bzip2 = standIn "bzip2" "bzip2";
+  diffutils = standIn "diffutils" "diff";
+  procps = standIn "procps" "ps";
+  less = standIn "less" "less";
+  which = standIn "which" "which";
+  getent = standIn "getent" "getent";
+  gawk = standIn "gawk" "awk";
+  iproute2 = standIn "iproute2" "ip";
 }

@@ -132,11 +132,26 @@ let
       (enabled config.systemd.services)
     ++ lib.mapAttrsToList (n: d: { name = checkName "${n}.timer"; text = timerText d; wantedBy = d.wantedBy; })
       (enabled timers)
-    # SIMULATION: the host's sshd is the fleet's OpenSSH server (fleet/fleet.ts); the unit only says whether
-    # this system runs it. The systemctl shim starts/stops that sshd for `sshd.service`.
+    # The machine's OpenSSH server (Debian's sshd: SIMULATED package), run like nixpkgs'
+    # nixos/modules/services/networking/ssh/sshd.nix runs it: KillMode=process, so stopping it (a system
+    # without openssh) ends the listener and spares open sessions. Port and ListenAddress: the machine's
+    # /etc/ssh/sshd_config.d (fleet/machine), which stands for services.openssh.ports here.
     ++ lib.optional config.services.openssh.enable {
       name = "sshd.service";
-      text = "[Unit]\nDescription=SSH Daemon (SIMULATED: the fleet's sshd of this host)\n\n[Service]\nX-NixosLiteSshd=true\n";
+      text = builtins.concatStringsSep "\n" [
+        "[Unit]"
+        "Description=SSH Daemon"
+        "After=network.target"
+        ""
+        "[Service]"
+        "ExecStartPre=/usr/bin/mkdir -p /run/sshd"
+        "ExecStartPre=/usr/sbin/sshd -t -f /etc/ssh/sshd_config"
+        "ExecStart=/usr/sbin/sshd -D -e -f /etc/ssh/sshd_config"
+        "KillMode=process"
+        "Restart=always"
+        "RestartSec=1"
+        ""
+      ];
       wantedBy = [ "multi-user.target" ];
     };
 
@@ -151,14 +166,14 @@ let
     builtins.mapAttrs (_: v: if builtins.isString v then { text = v; deps = [ ]; } else { deps = [ ]; } // v)
       config.system.activationScripts
     // {
-      # SIMULATION of NixOS' `etc` snippet: the host's /etc/systemd/system becomes this system's units.
+      # SIMULATION of NixOS' `etc` snippet: the host's /etc/systemd/system becomes this system's units (on
+      # the first activation of a fresh machine it replaces the image's own directory, as NixOS owns it).
       etc = {
         deps = [ ];
         text = ''
+          if [ -d "$root/etc/systemd/system" ] && [ ! -L "$root/etc/systemd/system" ]; then rm -rf "$root/etc/systemd/system"; fi
           ln -sfn "$systemConfig/etc/systemd/system" "$root/etc/systemd/.system.new"
           mv -Tf "$root/etc/systemd/.system.new" "$root/etc/systemd/system"
-          cp "$systemConfig/etc/systemd/units.json" "$root/etc/systemd/.units.json.new"
-          mv -f "$root/etc/systemd/.units.json.new" "$root/etc/systemd/units.json"
         '';
       };
     };
@@ -180,7 +195,9 @@ let
     # command marks the activation failed (ERR trap), `exit` in a snippet ends it at once; the system
     # becomes current only at the end.
     systemConfig="$1"
-    root="''${NIXFLEET_SIM_ROOT:?activate (simulated) needs NIXFLEET_SIM_ROOT}"
+    # On a fleet machine the machine's own /; elsewhere (module tests) a directory standing for it.
+    if [ -e /etc/nixfleet-machine ] && [ -z "''${NIXFLEET_SIM_ROOT:-}" ]; then root=""
+    else root="''${NIXFLEET_SIM_ROOT:?activate (simulated) runs on a fleet machine, or needs NIXFLEET_SIM_ROOT}"; fi
     _status=0
     trap "_status=1 _localstatus=\$?" ERR
     umask 0022
@@ -213,6 +230,18 @@ let
   };
 
   switchBody = builtins.readFile ./switch-to-configuration.sh;
+
+  # NixOS's stage 2 (nixos/modules/system/boot/stage-2-init.sh), what the boot loader starts as PID 1:
+  # activate this system, record it as booted, then become systemd. /run is a fresh tmpfs on each boot.
+  initScript = ''
+    #!/bin/sh
+    # SIMULATED stage 2 of nixos-lite (a fleet machine's boot loader execs it as PID 1).
+    systemConfig=@out@
+    echo "<<< nixos-lite stage 2: activating $systemConfig >>>" >/dev/console 2>/dev/null || true
+    "$systemConfig/activate" "$systemConfig" || echo "stage 2: activation of $systemConfig failed" >/dev/console 2>/dev/null || true
+    ln -sfn "$systemConfig" /run/booted-system
+    exec /lib/systemd/systemd "$@"
+  '';
 in
 {
   options = {
@@ -250,7 +279,7 @@ in
           builder = "/bin/sh";
           hostName = config.networking.hostName;
           unitsJson = builtins.toJSON units;
-          inherit switchBody activateScript unitLinks wantsLinks;
+          inherit switchBody activateScript initScript unitLinks wantsLinks;
           kernel = "${kernelPart "bzImage"}/bzImage";
           initrd = "${kernelPart "initrd"}/initrd";
           kernelModules = "${kernelPart "modules"}";
@@ -273,6 +302,8 @@ in
               /bin/ln -s "$kernelModules" "$out/kernel-modules"
               printf '%s' "$activateScript" > "$out/activate"
               /bin/chmod 0555 "$out/activate"
+              printf '%s' "$initScript" | /bin/sed "s|@out@|$out|" > "$out/init"
+              /bin/chmod 0555 "$out/init"
               { printf '#!/bin/bash\nself=%s\n' "$out"; printf '%s' "$switchBody"; } > "$out/bin/switch-to-configuration"
               /bin/chmod 0555 "$out/bin/switch-to-configuration"
               for p in $swPackages; do
