@@ -174,6 +174,8 @@ let
           if [ -d "$root/etc/systemd/system" ] && [ ! -L "$root/etc/systemd/system" ]; then rm -rf "$root/etc/systemd/system"; fi
           ln -sfn "$systemConfig/etc/systemd/system" "$root/etc/systemd/.system.new"
           mv -Tf "$root/etc/systemd/.system.new" "$root/etc/systemd/system"
+          # networking.hostName (systemd sets it from /etc/hostname at boot).
+          cp "$systemConfig/etc/hostname" "$root/etc/.hostname.new" && mv -f "$root/etc/.hostname.new" "$root/etc/hostname"
         '';
       };
     };
