@@ -402,10 +402,18 @@ async function readLink(host: Pick<FleetHost, "machine">, p: string): Promise<st
 /** The store path the host's /run/current-system points at, or null. */
 export const currentSystem = (host: Pick<FleetHost, "machine">) => readLink(host, "/run/current-system");
 
-/** The host's journal, one line per entry ("<time> <host> <tag>[pid]: <message>"); `tag` limits it to one identifier. */
-export async function journal(host: Pick<FleetHost, "machine">, tag?: string): Promise<string[]> {
-  const r = await machineExec(host.machine, ["journalctl", "--no-pager", "-q", "-o", "short-iso", ...(tag ? ["-t", tag] : [])]);
+/** The host's journal, one line per entry ("<time> <host> <tag>[pid]: <message>"); `tag` limits it to one
+ *  identifier, and then `messagesOnly` gives the messages alone. */
+export async function journal(host: Pick<FleetHost, "machine">, tag?: string, opts: { messagesOnly?: boolean } = {}): Promise<string[]> {
+  const format = tag && opts.messagesOnly ? "cat" : "short-iso";
+  const r = await machineExec(host.machine, ["journalctl", "--no-pager", "-q", "-o", format, ...(tag ? ["-t", tag] : [])]);
   return r.stdout.split("\n").filter((l) => l !== "");
+}
+
+/** The target of a link in the host's machine, every link followed (readlink -e), or null. */
+export async function hostRealpath(host: Pick<FleetHost, "machine">, p: string): Promise<string | null> {
+  const r = await machineExec(host.machine, ["readlink", "-e", "--", p]);
+  return r.code === 0 && r.stdout.trim() !== "" ? r.stdout.trim() : null;
 }
 
 /** Lines the simulated hooks (e.g. chezmoi-pre-update) wrote on the host (/var/log/nixfleet-hooks.log). */

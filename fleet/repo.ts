@@ -9,7 +9,7 @@ const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
 
 function flakeNix(specs: readonly FleetHostSpec[]): string {
   const hosts = specs
-    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ ./hosts/${h.name}/configuration.nix ]; };`)
+    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ withGit ./hosts/${h.name}/configuration.nix ]; };`)
     .join("\n");
   return `# nix-config of the SIMULATED nixfleet test fleet (fleet/fleet.ts). nixos-lite stands in for nixpkgs.
 {
@@ -19,6 +19,8 @@ function flakeNix(specs: readonly FleetHostSpec[]): string {
     let
       lite = import ./nixos-lite;
       system = "x86_64-linux";
+      # Every host has git: its user cloned this checkout with it.
+      withGit = { pkgs, ... }: { environment.systemPackages = [ pkgs.git ]; };
     in
     {
       nixosConfigurations = {
@@ -31,13 +33,11 @@ ${hosts}
 
 function configurationNix(h: FleetHostSpec): string {
   return `# ${h.name} (${h.role}) — a host of the SIMULATED nixfleet fleet.
-{ lib, pkgs, ... }:
+{ lib, ... }:
 {
   imports = lib.optional (builtins.pathExists ./nixfleet.nix) ./nixfleet.nix;
 
   networking.hostName = "${h.name}";
-  # A host with a nix-config checkout has git (its user cloned it).
-  environment.systemPackages = [ pkgs.git ];
 
   # SIMULATION: stands in for a chezmoi dotfile sync (a real systemd unit of the machine).
   systemd.services."chezmoi-pre-update" = {

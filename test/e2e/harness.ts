@@ -4,7 +4,7 @@ import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import type { Stack, UpResult } from "@pulumi/pulumi/automation";
-import { currentSystem, startFleet, type SimFleet, type FleetHost, type FleetHostSpec } from "../../fleet/fleet";
+import { currentSystem, hostPath, hostRealpath, journal, startFleet, type SimFleet, type FleetHost, type FleetHostSpec } from "../../fleet/fleet";
 import { demoConfig, fleetStack, setFleetConfig } from "../../fleet/stack";
 
 export interface E2E {
@@ -80,34 +80,40 @@ export function withRoles(config: Record<string, unknown>, patch: Record<string,
  * the flake sees the edit). Returns a function that puts the file back.
  */
 export async function editHostConfig(h: FleetHost, lines: string): Promise<() => Promise<void>> {
-  const file = path.join(h.checkout, "hosts", h.name, "configuration.nix");
+  const file = hostPath(h, path.join(h.checkout, "hosts", h.name, "configuration.nix"));
   const original = await fs.readFile(file, "utf8");
   const end = original.lastIndexOf("}");
   await fs.writeFile(file, `${original.slice(0, end)}  # e2e fault\n${lines}\n${original.slice(end)}`);
-  return () => fs.writeFile(file, original);
+  return () => fs.writeFile(hostPath(h, path.join(h.checkout, "hosts", h.name, "configuration.nix")), original);
 }
 
 /** Where a host stands: running system, profile (boot default) and boot entry, each a store path or null. */
 export async function systemState(h: FleetHost) {
-  const real = (p: string) => fs.realpath(p).catch(() => null);
   return {
     running: await currentSystem(h),
-    profile: await real(h.profile),
-    boot: await real(path.join(h.simRoot, "boot", "default")),
+    profile: await hostRealpath(h, h.profile),
+    boot: await hostRealpath(h, "/boot/default"),
   };
 }
 
-export const validatedLink = (h: FleetHost) => fs.realpath(path.join(h.stateDir, "validated")).catch(() => null);
-export const goldenLink = (h: FleetHost) => fs.realpath(path.join(h.stateDir, "golden")).catch(() => null);
-
-export async function hostStatus(h: FleetHost): Promise<Record<string, any>> {
-  return JSON.parse(await fs.readFile(path.join(h.stateDir, "status.json"), "utf8"));
+/** Running system, profile and boot entry after a reboot too: the booted system is the fourth. */
+export async function bootState(h: FleetHost) {
+  return { ...(await systemState(h)), booted: await hostRealpath(h, "/run/booted-system") };
 }
 
-/** sshd logs one line per accepted connection: the count of remote sessions so far. */
+export const validatedLink = (h: FleetHost) => hostRealpath(h, path.join(h.stateDir, "validated"));
+export const goldenLink = (h: FleetHost) => hostRealpath(h, path.join(h.stateDir, "golden"));
+
+/** A file of the host's machine, as text (its owner and mode stay the machine's). */
+export const readHostFile = (h: FleetHost, p: string) => fs.readFile(hostPath(h, p), "utf8");
+
+export async function hostStatus(h: FleetHost): Promise<Record<string, any>> {
+  return JSON.parse(await readHostFile(h, path.join(h.stateDir, "status.json")));
+}
+
+/** The host's sshd logs one line per accepted connection (its journal): the count of remote sessions so far. */
 export async function sessions(h: FleetHost): Promise<number> {
-  const log = await fs.readFile(path.join(h.simRoot, "log", "sshd.log"), "utf8").catch(() => "");
-  return log.split("\n").filter((l) => l.includes("Accepted publickey")).length;
+  return (await journal(h, "sshd", { messagesOnly: true })).filter((l) => l.includes("Accepted publickey")).length;
 }
 
 export const allSessions = async (fleet: SimFleet) => Object.fromEntries(await Promise.all(fleet.hosts.map(async (h) => [h.name, await sessions(h)] as const)));
@@ -115,14 +121,12 @@ export const allSessions = async (fleet: SimFleet) => Object.fromEntries(await P
 /** Resource operations of an `up` that change something (not "same", not the read of the stack's own last outputs). */
 export const changes = (r: UpResult) => Object.fromEntries(Object.entries(r.summary.resourceChanges ?? {}).filter(([op]) => op !== "same" && op !== "read"));
 
-/** Every store path the simulated switch-to-configuration activated (`test`/`switch`) on the host, in order. */
+/** Every store path switch-to-configuration activated (`test`/`switch`) on the host, in order (its journal). */
 export async function activations(h: FleetHost): Promise<string[]> {
-  const log = await fs.readFile(path.join(h.simRoot, "log", "switch.log"), "utf8").catch(() => "");
-  return log
-    .split("\n")
+  return (await journal(h, "switch-to-configuration", { messagesOnly: true }))
     .map((l) => l.split(" "))
-    .filter((w) => (w[1] === "test" || w[1] === "switch") && w[3] !== "FAILED")
-    .map((w) => w[2]);
+    .filter((w) => (w[0] === "test" || w[0] === "switch") && w[2] !== "FAILED")
+    .map((w) => w[1]);
 }
 
 /** The stack output of one host. */

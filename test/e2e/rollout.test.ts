@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { journal, originLog, sshExec } from "../../fleet/fleet";
+import { hostPath, journal, originLog, sshExec } from "../../fleet/fleet";
 import { allSessions, changes, editHostConfig, goldenLink, hostStatus, startE2E, systemState, validatedLink, withHosts, withRoles, type E2E } from "./harness";
 
 let t: E2E;
@@ -40,7 +40,7 @@ describe("pulumi against the simulated fleet", () => {
     expect(preview.stdout).toMatch(/stdin\s+: "nixfleet-bundle 1\\nfile 0755 [0-9a-f]{64} gzip-base64 \d+ modules\/services\/system\/auto-upgrade\.sh/);
     expect(await allSessions(t.fleet)).toEqual(before);
     expect(await Promise.all(t.fleet.hosts.map(systemState))).toEqual(systems);
-    for (const h of t.fleet.hosts) expect(await fs.stat(path.join(h.checkout, "modules")).catch(() => null)).toBeNull();
+    for (const h of t.fleet.hosts) expect(await fs.stat(hostPath(h, path.join(h.checkout, "modules"))).catch(() => null)).toBeNull();
   });
 
   it("up: every host runs its hooks, validates, and ends on exactly the validated system, in two SSH sessions", async () => {
@@ -64,7 +64,7 @@ describe("pulumi against the simulated fleet", () => {
   it("leaves a user's checkout entirely the user's: no root-owned file or directory, .git included", async () => {
     const h = t.host("malphas");
     expect(h.owner).not.toBe("root");
-    expect(execFileSync("find", [h.checkout, "-user", "root"], { encoding: "utf8" })).toBe("");
+    expect(execFileSync("find", [hostPath(h, h.checkout), "-user", "root"], { encoding: "utf8" })).toBe("");
   });
 
   it("commits back from the desktop and the laptop, never from the server or the pi (plan's Test 4)", async () => {
@@ -145,8 +145,8 @@ describe("pulumi against the simulated fleet", () => {
 
   it("refuses to overwrite a file edited on the host, changes nothing there, and its advice works as written", async () => {
     const h = t.host("pi");
-    const role = path.join(h.checkout, "roles", "form-pi.nix");
-    const hostFile = path.join(h.checkout, "hosts", "pi", "nixfleet.nix");
+    const role = hostPath(h, path.join(h.checkout, "roles", "form-pi.nix"));
+    const hostFile = hostPath(h, path.join(h.checkout, "hosts", "pi", "nixfleet.nix"));
     const edited = `${await fs.readFile(role, "utf8")}# local edit on the pi\n`;
     await fs.writeFile(role, edited);
     const hostFileBefore = await fs.readFile(hostFile, "utf8");

@@ -256,8 +256,9 @@ in
       }
     ];
 
-    # `auto-upgrade status` (and the other steps) for the admin.
-    environment.systemPackages = [ script ];
+    # `auto-upgrade status` (and the other steps) for the admin; git because push mode runs in an SSH
+    # session, whose PATH is the system's (a stock NixOS system has no git).
+    environment.systemPackages = [ script pkgs.git ];
 
     systemd.services.auto-upgrade = {
       description = "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back";

@@ -385,6 +385,9 @@ progress() { printf 'auto-upgrade: %s\n' "$1" >&2; }
 
 resolve_owner() {
   [[ -d $CFG ]] || fail "$CFG (AUTO_UPGRADE_CONFIG_PATH) is not a directory"
+  # A stock NixOS system has no git (the timer's unit brings its own; a push session has the system's PATH).
+  command -v git >/dev/null ||
+    fail "git is not on this host's PATH ($PATH): nixfleet adds the files it writes to the checkout with git (a flake sees tracked files only). Add it to the host's configuration once (environment.systemPackages = [ pkgs.git ]; in hosts/$HOST/configuration.nix), rebuild the host (nixos-rebuild switch), then run pulumi up again. Nothing was changed"
   [[ -n $OWNER ]] || OWNER=$(stat -c %U -- "$CFG")
   id -u -- "$OWNER" >/dev/null || fail "user $OWNER (owner of $CFG) does not exist"
   OWNER_HOME=$(home_of "$OWNER")
@@ -535,12 +538,31 @@ install_one() {
 
 # `nix build` into the `validated` out-link (a GC root). The old link goes first: a failed build must not
 # leave a stale path behind. Nix's own git runs read-only on the user's checkout.
+# Nix >= 2.20 reads the checkout with libgit2, which refuses a repository another user owns unless the
+# building user's ~/.gitconfig trusts it (it ignores GIT_CONFIG_COUNT and GIT_CONFIG_GLOBAL; checked with Nix
+# 2.26). Rather than adding the checkout to root's own ~/.gitconfig for good (a silent, global change that
+# would outlive nixfleet), the build gets a HOME of its own in the state dir: its .gitconfig includes the
+# real one and trusts exactly this checkout; the XDG dirs stay the real HOME's, so Nix's own user config and
+# cache are unchanged. Prints the env words for the build.
+build_home_env() {
+  [[ $OWNER != "$ME" ]] || return 0
+  local real=${HOME:-/root} home=$STATE_DIR/build-home
+  mkdir -p -- "$home"
+  { printf '# nixfleet: the HOME of its nix builds (see auto-upgrade.sh, build_home_env)\n[include]\n\tpath = %s/.gitconfig\n' "$real"
+    printf '[safe]\n\tdirectory = %s\n' "$CFG"; } >"$home/.gitconfig.new"
+  mv -f -- "$home/.gitconfig.new" "$home/.gitconfig"
+  printf '%s\n' "HOME=$home" "XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$real/.config}" "XDG_CACHE_HOME=${XDG_CACHE_HOME:-$real/.cache}" \
+    "XDG_DATA_HOME=${XDG_DATA_HOME:-$real/.local/share}" "XDG_STATE_HOME=${XDG_STATE_HOME:-$real/.local/state}"
+}
+
 validate() {
   enter validate "Build validation of nixosConfigurations.$HOST"
   [[ $VALIDATE == true ]] || log "AUTO_UPGRADE_VALIDATE=false: the system is still built first (activation needs a store path)"
   rm -f -- "$VALIDATED" "$DIFF_FILE"
-  local n=${GIT_CONFIG_COUNT:-0}
-  if ! run_tool "$VALIDATE_TIMEOUT" env GIT_OPTIONAL_LOCKS=0 "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" \
+  local n=${GIT_CONFIG_COUNT:-0} home_env
+  mapfile -t home_env < <(build_home_env)
+  # GIT_CONFIG_*: for git itself (older Nix runs git); the build HOME: for libgit2 (Nix >= 2.20).
+  if ! run_tool "$VALIDATE_TIMEOUT" env "${home_env[@]}" GIT_OPTIONAL_LOCKS=0 "GIT_CONFIG_COUNT=$((n + 1))" "GIT_CONFIG_KEY_$n=safe.directory" "GIT_CONFIG_VALUE_$n=$CFG" \
     nix "${NIX_FLAGS[@]}" build --no-write-lock-file --out-link "$VALIDATED" -- "$CFG#nixosConfigurations.\"$HOST\".config.system.build.toplevel"; then
     report_output "nix build" "$OUT" true
     fail "nix build of nixosConfigurations.$HOST: $(summary_of "$OUT")"
