@@ -424,3 +424,23 @@ export async function hookLog(host: Pick<FleetHost, "machine">): Promise<string[
     return [];
   }
 }
+
+/**
+ * Takes the forge away from one host (`down: true`) or gives it back: an empty directory is mounted over
+ * the host's view of origin, so its git fails to fetch and push as with a forge that is down. Other hosts
+ * and the deployer still see origin.
+ */
+export async function setForgeDown(host: Pick<FleetHost, "machine" | "name">, down: boolean): Promise<void> {
+  const script = down
+    ? `mountpoint -q /run/forge-down || { mkdir -p /run/forge-down && mount -t tmpfs -o ro,size=4k forge-down /run/forge-down && mount --bind /run/forge-down ${ORIGIN_IN_MACHINE}; }`
+    : `while mountpoint -q /run/forge-down; do umount ${ORIGIN_IN_MACHINE} && umount /run/forge-down; done`;
+  const r = await machineExec(host.machine, ["/bin/sh", "-ec", script]);
+  if (r.code !== 0) throw new Error(`setForgeDown ${host.name} ${down}: ${r.stderr}`);
+}
+
+/** git in the host's checkout, as its owner (as the user would run it); stdout trimmed, throws on failure. */
+export async function hostGit(host: Pick<FleetHost, "machine" | "name" | "checkout" | "owner">, ...args: string[]): Promise<string> {
+  const r = await hostExec(host, ["git", "-C", host.checkout, ...args], { user: host.owner });
+  if (r.code !== 0) throw new Error(`${host.name}: git ${args.join(" ")} failed (exit ${r.code}): ${r.stderr}`);
+  return r.stdout.trim();
+}

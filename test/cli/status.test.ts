@@ -14,8 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { currentSystem, healHost, partitionHost, sshExec, startFleet, type SimFleet, type FleetHost } from "../../fleet/fleet";
-import { startSshd, stopSshd } from "../../fleet/sshd";
+import { currentSystem, healHost, hostExec, journal, partitionHost, sshExec, startFleet, type SimFleet, type FleetHost } from "../../fleet/fleet";
 
 const REPO = resolve(__dirname, "..", "..");
 const CLI = join(REPO, "bin", "nixfleet.js");
@@ -54,10 +53,10 @@ function writeStack(name: string, hosts: FleetHost[], edit: (h: FleetHost, entry
   return ["--stack", name, "--stacks-dir", tmp, "--identity", fleet.clientKeyPath];
 }
 
-/** Writes status.json on the host as the script does: temp file in the state dir, 0644, mv. */
+/** Writes status.json on the host as the script does: the state dir (0755), temp file in it, 0644, mv. */
 async function writeRecord(h: FleetHost, text: string): Promise<void> {
   const dir = `'${h.stateDir}'`;
-  const r = await sshExec(fleet, h, `t=$(mktemp -- ${dir}/status.json.XXXXXX) && cat >"$t" && chmod 0644 -- "$t" && mv -f -- "$t" ${dir}/status.json`, { input: text });
+  const r = await sshExec(fleet, h, `mkdir -p -m 0755 -- ${dir} && t=$(mktemp -- ${dir}/status.json.XXXXXX) && cat >"$t" && chmod 0644 -- "$t" && mv -f -- "$t" ${dir}/status.json`, { input: text });
   if (r.code !== 0) throw new Error(`writing ${h.name}'s status.json failed: ${r.stderr}`);
 }
 
@@ -71,7 +70,12 @@ function record(h: FleetHost, system: string, fields: Record<string, unknown>): 
 
 const HOSTILE = "health gate: unit web.service failed \u001b[2J\u001b[31m$(touch /tmp/nixfleet-pwned) `id`";
 const parseJson = (r: Run) => JSON.parse(r.stdout) as { host: string; state: string; reason: string | null; record: Record<string, unknown> | null; notes: string[] }[];
-const sshdLog = (h: FleetHost) => readFileSync(join(h.simRoot, "log", "sshd.log"), "utf8");
+const sshdLog = async (h: FleetHost) => (await journal(h, "sshd", { messagesOnly: true })).join("\n");
+/** Stops or starts the host's sshd.service through its console (SSH is what goes away). */
+async function sshd(h: FleetHost, verb: "stop" | "start"): Promise<void> {
+  const r = await hostExec(h, ["systemctl", verb, "sshd.service"]);
+  if (r.code !== 0) throw new Error(`systemctl ${verb} sshd.service on ${h.name}: ${r.stderr}`);
+}
 
 beforeAll(async () => {
   fleet = await startFleet({
@@ -154,7 +158,7 @@ describe("nixfleet status on the simulated fleet", () => {
   });
 
   it("a host whose sshd is down: unreachable with ssh's reason, the others still read; exit 1", async () => {
-    await stopSshd(gamma.simRoot);
+    await sshd(gamma, "stop");
     try {
       const r = await cli([...writeStack("ok", [alpha, gamma]), "--json"]);
       expect(r.code).toBe(1);
@@ -163,7 +167,7 @@ describe("nixfleet status on the simulated fleet", () => {
       expect(g).toMatchObject({ host: "gamma", state: "unreachable", record: null });
       expect(g.reason).toMatch(new RegExp(`ssh to root@127\\.0\\.0\\.1:${gamma.port} failed: .*Connection refused`));
     } finally {
-      expect(await startSshd(gamma.simRoot)).toBe("started");
+      await sshd(gamma, "start");
     }
   });
 
@@ -181,13 +185,13 @@ describe("nixfleet status on the simulated fleet", () => {
   });
 
   it("host key mismatch: loud, names the config key, nothing read (no session on the host)", async () => {
-    const before = (sshdLog(alpha).match(/Accepted publickey/g) ?? []).length;
+    const before = ((await sshdLog(alpha)).match(/Accepted publickey/g) ?? []).length;
     const r = await cli([...writeStack("mismatch", [alpha], (h, e) => (e.hostKey = beta.hostKey)), "--json"]);
     expect(r.code).toBe(1);
     const [a] = parseJson(r);
     expect(a).toMatchObject({ host: "alpha", state: "unreachable", record: null });
     expect(a.reason).toMatch(/host key mismatch .*nixfleet:hosts\[0\]\.hostKey/);
-    expect((sshdLog(alpha).match(/Accepted publickey/g) ?? []).length).toBe(before);
+    expect(((await sshdLog(alpha)).match(/Accepted publickey/g) ?? []).length).toBe(before);
   });
 
   it("no pinned host key: refused, naming the key to set; --insecure-host-key reads it with a warning", async () => {

@@ -5,14 +5,14 @@ import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { journal, sshExec } from "../../fleet/fleet";
+import { hostGit, hostPath, journal, setForgeDown, sshExec, type FleetHost } from "../../fleet/fleet";
 import { hostStatus, startE2E, systemState, validatedLink, withRoles, type E2E } from "./harness";
 
 let t: E2E;
-const git = (cwd: string, ...args: string[]) => execFileSync("git", ["-C", cwd, ...args], { encoding: "utf8" }).trim();
+const git = (h: FleetHost, ...args: string[]) => hostGit(h, ...args);
 const timer = (name: string) => sshExec(t.fleet, t.host(name), "systemctl start auto-upgrade.service");
 /** Commits of the checkout that origin's main lacks. */
-const unpushed = (name: string) => Number(git(t.host(name).checkout, "rev-list", "--count", "origin/main..HEAD"));
+const unpushed = async (name: string) => Number(await git(t.host(name), "rev-list", "--count", "origin/main..HEAD"));
 
 beforeAll(async () => {
   t = await startE2E("commitback", 2440);
@@ -23,30 +23,29 @@ afterAll(async () => t?.stop());
 describe("commit-back that heals", () => {
   it("a commit made while the forge is down is pushed by the next run, even with nothing new to commit", async () => {
     const l = t.host("lilith");
-    const hidden = `${t.fleet.originDir}.away`;
-    await fs.rename(t.fleet.originDir, hidden);
+    await setForgeDown(l, true);
     try {
-      await fs.appendFile(path.join(l.checkout, "flake.lock"), "\n");
+      await fs.appendFile(hostPath(l, path.join(l.checkout, "flake.lock")), "\n");
       await timer("lilith");
       expect((await hostStatus(l)).warnings.join(" ")).toMatch(/push|fetch|remote/i);
     } finally {
-      await fs.rename(hidden, t.fleet.originDir);
+      await setForgeDown(l, false);
     }
-    git(l.checkout, "fetch", "-q", "origin");
-    expect(unpushed("lilith"), (await journal(l)).slice(-25).join("\n")).toBeGreaterThan(0);
+    await git(l, "fetch", "-q", "origin");
+    expect(await unpushed("lilith"), (await journal(l)).slice(-25).join("\n")).toBeGreaterThan(0);
     const run = await timer("lilith");
     expect(run.code).toBe(0);
-    git(l.checkout, "fetch", "-q", "origin");
-    expect(unpushed("lilith")).toBe(0);
+    await git(l, "fetch", "-q", "origin");
+    expect(await unpushed("lilith")).toBe(0);
   });
 
   it("conflicting edits on two commit-back hosts: the loser fails loudly, in status.json and in Pulumi's output", async () => {
     const [m, l] = [t.host("malphas"), t.host("lilith")];
     const rel = path.join("hosts", "lilith", "configuration.nix");
-    await fs.appendFile(path.join(l.checkout, rel), "# lilith's own edit\n");
+    await fs.appendFile(hostPath(l, path.join(l.checkout, rel)), "# lilith's own edit\n");
     expect((await timer("lilith")).code).toBe(0);
     // malphas edits the same place without having pulled lilith's commit; the next rollout commits it back.
-    await fs.appendFile(path.join(m.checkout, rel), "# malphas' conflicting edit\n");
+    await fs.appendFile(hostPath(m, path.join(m.checkout, rel)), "# malphas' conflicting edit\n");
     await t.setConfig(withRoles(t.config, { randomizedDelaySec: "21min" }));
     const err = await t.stack.up({ continueOnError: true }).then(() => null, (e: Error) => e);
     expect(err?.message).toMatch(/malphas-confirm/);
@@ -62,7 +61,7 @@ describe("commit-back that heals", () => {
 
   it("a host's edit of a nixfleet-managed file is never committed back", async () => {
     const l = t.host("lilith");
-    const role = path.join(l.checkout, "roles", "form-laptop.nix");
+    const role = hostPath(l, path.join(l.checkout, "roles", "form-laptop.nix"));
     await fs.appendFile(role, "# a local tweak of a generated file\n");
     const run = await timer("lilith");
     expect(run.code).toBe(0);

@@ -24,6 +24,10 @@ describe("rollouts that are interrupted or raced", () => {
       while (!stop) {
         await sshExec(t.fleet, h, "systemctl start auto-upgrade.service", { timeoutMs: 120_000 });
         timerRuns++;
+        // The machines run a real systemd: it refuses a unit's 6th start within 10 s (DefaultStartLimitBurst=5,
+        // DefaultStartLimitIntervalSec=10s), and each timer run starts the hook too. A real timer never fires this
+        // often; 2.5 s apart keeps the race (and the push's own hook start) within the limit.
+        await new Promise((r) => setTimeout(r, 2_500));
       }
     });
     await t.setConfig(withRoles(t.config, { randomizedDelaySec: "11min" }));

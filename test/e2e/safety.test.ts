@@ -3,9 +3,7 @@
 // own configuration, as on NixOS (fleet/README.md, "Faults"). Real engine, real sshd, SIMULATED NixOS.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sshExec } from "../../fleet/fleet";
-import { editHostConfig, goldenLink, hostStatus, startE2E, systemState, validatedLink, waitFor, withHosts, withRoles, type E2E } from "./harness";
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
+import { editHostConfig, goldenLink, hostStatus, readHostFile, startE2E, systemState, validatedLink, waitFor, withHosts, withRoles, type E2E } from "./harness";
 
 let t: E2E;
 
@@ -100,8 +98,8 @@ describe("safe activation on the simulated fleet", () => {
 
   it("(f) in timer mode a failed activation rolls back and starts the onFailure unit", async () => {
     const g = t.host("griefling");
-    const notifyLog = path.join(g.simRoot, "log", "e2e-notify.log");
-    await editHostConfig(g, '  systemd.services.e2e-notify = { serviceConfig.Type = "oneshot"; script = "echo notified >> \\"$NIXFLEET_SIM_ROOT/log/e2e-notify.log\\""; };');
+    const notifyLog = "/var/log/e2e-notify.log";
+    await editHostConfig(g, `  systemd.services.e2e-notify = { serviceConfig.Type = "oneshot"; script = "echo notified >> ${notifyLog}"; };`);
     await t.setConfig(withHosts(t.config, ["griefling"], { onFailure: ["e2e-notify.service"] }));
     await t.stack.up({ continueOnError: true });
     await expectConverged("griefling");
@@ -113,7 +111,7 @@ describe("safe activation on the simulated fleet", () => {
     expect(await systemState(g)).toEqual(before);
     expect(await hostStatus(g)).toMatchObject({ mode: "timer", result: "rolled-back" });
     // systemd queues OnFailure= units as jobs of their own: they run after the service failed.
-    await waitFor("the onFailure unit to run", () => fs.readFile(notifyLog, "utf8").then((l) => /notified/.test(l), () => false), 30_000);
+    await waitFor("the onFailure unit to run", () => readHostFile(g, notifyLog).then((l) => /notified/.test(l), () => false), 30_000);
   });
 
   it("hosts that upgraded keep their outputs when another host fails, and the summary names the failed host", async () => {

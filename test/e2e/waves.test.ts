@@ -1,10 +1,9 @@
 // Issue 10: waves run in order and stop on failure; hosts within a wave, and a whole fleet, run together
 // (no host waits for a parallelism slot). Real engine and sshd, SIMULATED NixOS (fleet/README.md).
 import type { EngineEvent } from "@pulumi/pulumi/automation";
-import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { editHostConfig, startE2E, systemState, validatedLink, withHosts, withRoles, type E2E } from "./harness";
+import { editHostConfig, readHostFile, startE2E, systemState, validatedLink, withHosts, withRoles, type E2E } from "./harness";
 
 let t: E2E;
 const WAVES: Record<string, number> = { malphas: 0, lilith: 1, griefling: 1, pi: 2 };
@@ -52,8 +51,8 @@ describe("waves", () => {
 
   it("a failure in wave 1 leaves wave 2 untouched: its system, files and state", async () => {
     const pi = t.host("pi");
-    const piFiles = async () => Promise.all(["roles/form-pi.nix", `hosts/pi/nixfleet.nix`].map((f) => fs.readFile(path.join(pi.checkout, f), "utf8")));
-    const before = { system: await systemState(pi), files: await piFiles(), status: await fs.readFile(path.join(pi.stateDir, "status.json"), "utf8") };
+    const piFiles = async () => Promise.all(["roles/form-pi.nix", `hosts/pi/nixfleet.nix`].map((f) => readHostFile(pi, path.join(pi.checkout, f))));
+    const before = { system: await systemState(pi), files: await piFiles(), status: await readHostFile(pi, path.join(pi.stateDir, "status.json")) };
     const restore = await editHostConfig(t.host("griefling"), '  system.activationScripts.e2eBroken = "exit 1";');
     await t.setConfig(withRoles(t.config, { randomizedDelaySec: "17min" }));
     const err = await t.stack.up({ continueOnError: true }).then(() => null, (e: Error) => e);
@@ -61,7 +60,7 @@ describe("waves", () => {
     expect(err?.message).toMatch(/wave 1/);
     expect(await systemState(pi)).toEqual(before.system);
     expect(await piFiles()).toEqual(before.files);
-    expect(await fs.readFile(path.join(pi.stateDir, "status.json"), "utf8")).toBe(before.status);
+    expect(await readHostFile(pi, path.join(pi.stateDir, "status.json"))).toBe(before.status);
     // lilith, in the same wave as the failed host, still finished.
     const lilith = t.host("lilith");
     const final = await validatedLink(lilith);
