@@ -68,6 +68,11 @@ finish() {
 unit_value() { sed -n "s/^$2=//p" "$1" 2>/dev/null | tail -n 1; }
 
 if [ "$action" = boot ] || [ "$action" = switch ]; then
+  # boot.loader.extraInstallCommands (the boot loader's install script, as NixOS runs it).
+  if [ -x "$self/bin/install-boot-loader-hook" ] && ! "$self/bin/install-boot-loader-hook" 8>&-; then
+    echo "switch-to-configuration: installing the boot loader failed (boot.loader.extraInstallCommands)" >&2
+    finish 1
+  fi
   if ! { ln -sfn "$self" "$root/boot/.default.new" && mv -Tf "$root/boot/.default.new" "$root/boot/default"; }; then
     echo "switch-to-configuration: installing the boot entry $root/boot/default failed" >&2
     finish 1

@@ -257,6 +257,11 @@ in
       default = { };
       description = "Snippets (a string, or `{ text; deps; }`) run by `switch-to-configuration test|switch`, as on NixOS.";
     };
+    boot.loader.extraInstallCommands = mkOption {
+      type = types.lines;
+      default = "";
+      description = "Shell commands `switch-to-configuration boot|switch` runs while installing the boot loader, as NixOS's systemd-boot and GRUB modules do (here: before the default entry moves; failure: exit 1, the entry stays).";
+    };
     boot.kernelPackages.kernel.version = mkOption {
       type = types.str;
       default = "6.6.0";
@@ -282,6 +287,7 @@ in
           hostName = config.networking.hostName;
           unitsJson = builtins.toJSON units;
           inherit switchBody activateScript initScript unitLinks wantsLinks;
+          installHook = config.boot.loader.extraInstallCommands;
           kernel = "${kernelPart "bzImage"}/bzImage";
           initrd = "${kernelPart "initrd"}/initrd";
           kernelModules = "${kernelPart "modules"}";
@@ -304,6 +310,10 @@ in
               /bin/ln -s "$kernelModules" "$out/kernel-modules"
               printf '%s' "$activateScript" > "$out/activate"
               /bin/chmod 0555 "$out/activate"
+              if [ -n "$installHook" ]; then
+                printf '#!/bin/bash\nset -e\n%s\n' "$installHook" > "$out/bin/install-boot-loader-hook"
+                /bin/chmod 0555 "$out/bin/install-boot-loader-hook"
+              fi
               printf '%s' "$initScript" | /bin/sed "s|@out@|$out|" > "$out/init"
               /bin/chmod 0555 "$out/init"
               { printf '#!/bin/bash\nself=%s\n' "$out"; printf '%s' "$switchBody"; } > "$out/bin/switch-to-configuration"
