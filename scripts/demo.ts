@@ -4,7 +4,7 @@
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { currentSystem, startFleet } from "../fleet/fleet";
+import { currentSystem, hostPath, hostRealpath, startFleet } from "../fleet/fleet";
 import { demoConfig, fleetStack } from "../fleet/stack";
 import type { UpResult } from "@pulumi/pulumi/automation";
 
@@ -30,9 +30,9 @@ async function main() {
     // Read back from each host itself: the running system, the GC-rooted validated and golden builds, status.json.
     const rows = await Promise.all(
       fleet.hosts.map(async (h) => {
-        const link = (name: string) => fs.realpath(path.join(h.stateDir, name)).catch(() => null);
+        const link = (name: string) => hostRealpath(h, path.join(h.stateDir, name));
         const [validated, golden, running] = [await link("validated"), await link("golden"), await currentSystem(h)];
-        const status = JSON.parse(await fs.readFile(path.join(h.stateDir, "status.json"), "utf8").catch(() => "{}"));
+        const status = JSON.parse(await fs.readFile(hostPath(h, path.join(h.stateDir, "status.json")), "utf8").catch(() => "{}"));
         const last = status.result ? `${status.mode} ${status.result}${status.result === "success" ? "" : ` at ${status.phase}`}` : "-";
         const converged = running !== null && running === validated && running === golden;
         return [h.name, h.role, short(running), converged ? "yes" : "NO", last, status.needsReboot ? "yes" : "no"];
