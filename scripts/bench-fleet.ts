@@ -15,7 +15,7 @@ import * as path from "node:path";
 import type { Stack } from "@pulumi/pulumi/automation";
 import { fleetFromConfigMap } from "../config/stack";
 import { hostCommands } from "../components/host";
-import { sshArgs, startFleet, type SimFleet } from "../fleet/fleet";
+import { hostMemory, hostPath, sshArgs, startFleet, type SimFleet } from "../fleet/fleet";
 import { fleetStack, setFleetConfig } from "../fleet/stack";
 import { configFor, sessions, withRoles } from "../test/e2e/harness";
 
@@ -32,7 +32,7 @@ const seconds = async (fn: () => Promise<unknown>) => {
 /** Every host's build takes BUILD_SECONDS whenever nixfleet's files for it change (a real, uncached derivation). */
 async function slowBuilds(fleet: SimFleet) {
   for (const h of fleet.hosts) {
-    const file = path.join(h.checkout, "hosts", h.name, "configuration.nix");
+    const file = hostPath(h, path.join(h.checkout, "hosts", h.name, "configuration.nix"));
     const text = await fs.readFile(file, "utf8");
     const end = text.lastIndexOf("}");
     const slow = `  # bench: a build that takes ${BUILD_SECONDS} s whenever nixfleet's settings for this host change
@@ -89,7 +89,9 @@ async function stateBytes(stack: Stack) {
 async function measure(n: number) {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), `nixfleet-bench-${n}-`));
   const hosts = Array.from({ length: n }, (_, i) => ({ name: `b${String(i).padStart(2, "0")}`, role: ROLES[i % ROLES.length] }));
+  const booting = process.hrtime.bigint();
   const fleet = await startFleet({ root: path.join(root, "fleet"), basePort: 2900, hosts });
+  const boot = Number(process.hrtime.bigint() - booting) / 1e9;
   let row;
   try {
     await slowBuilds(fleet);
@@ -98,6 +100,8 @@ async function measure(n: number) {
     const stack = await fleetStack({ fleet, dir: path.join(root, "pulumi"), stackName: `bench${n}`, config });
     const cli = cliPeak();
     const first = await seconds(() => stack.up({ continueOnError: true }));
+    // Resident memory of every process of every machine (systemd, journald, sshd, …), after a rollout.
+    const machineBytes = fleet.hosts.reduce((sum, h) => sum + hostMemory(h), 0) / n;
     const sessionsFirst = (await Promise.all(fleet.hosts.map(sessions))).reduce((a, b) => a + b, 0) / n;
     config = withRoles(config, { randomizedDelaySec: "42min" });
     await setFleetConfig(stack, config, fleet.privateKey);
@@ -110,9 +114,9 @@ async function measure(n: number) {
     const state = (await stateBytes(stack)) / n;
     // Baseline last: the same steps again for a new setting, without the engine.
     const base = await seconds(() => baseline(fleet, withRoles(config, { randomizedDelaySec: "43min" })));
-    row = { n, first, update, base, noop, preview, sessionsFirst, sessionsUpdate, state, cliPeakBytes, programPeak: process.resourceUsage().maxRSS * 1024 };
+    row = { n, boot, machineBytes, first, update, base, noop, preview, sessionsFirst, sessionsUpdate, state, cliPeakBytes, programPeak: process.resourceUsage().maxRSS * 1024 };
   } catch (e) {
-    // Keep the fleet for a look (journals under hosts/*/log/).
+    // Keep the fleet's disks for a look (each machine's journal is in hosts/<name>/disk/var/log/journal).
     await fleet.stop();
     process.stderr.write(`bench:fleet: ${n} hosts failed; fleet kept at ${root}\n`);
     throw e;
@@ -134,9 +138,11 @@ async function main() {
   const f = (x: number, d = 1) => x.toFixed(d);
   const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
   const table = [
-    ["hosts", "first up", "×1 host", "update", "×1 host", "ssh baseline", "update/baseline", "no-op up", "preview", "no-op/preview", "sessions/host (first, update)", "state/host", "CLI peak", "bench process peak (cumulative)"],
+    ["hosts", "machines up (image cached)", "memory/machine", "first up", "×1 host", "update", "×1 host", "ssh baseline", "update/baseline", "no-op up", "preview", "no-op/preview", "sessions/host (first, update)", "state/host", "CLI peak", "bench process peak (cumulative)"],
     ...rows.map((r) => [
       String(r.n),
+      `${f(r.boot)} s`,
+      mb(r.machineBytes),
       `${f(r.first)} s`,
       f(r.first / one.first, 2),
       `${f(r.update)} s`,
