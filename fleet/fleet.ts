@@ -9,6 +9,7 @@ import * as path from "node:path";
 import {
   bootMachine,
   diskOf,
+  ensureInotify,
   machineExec,
   machineImage,
   machineMemory,
@@ -266,19 +267,28 @@ export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
     const newState: FleetState = { version: 3, hosts: hostState };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);
 
-    await Promise.all(
-      specs.map(async (spec, i) => {
-        const m = machineOf(root, image, spec.name);
-        if (running(spec.name)) return;
-        await setupHost(root, m, spec, ports[i]);
-        await bootMachine(m);
-      }),
-    );
-    const hosts = await Promise.all(hostState.map((h) => hostOf(root, image, h)));
-    await fs.writeFile(path.join(root, "known_hosts"), hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""));
-    const fleet = fleetObject(root, hosts);
-    await Promise.all(hosts.map((h) => waitSsh(fleet, h)));
-    return fleet;
+    try {
+      await ensureInotify(specs.filter((s) => !running(s.name)).length);
+      const booted = await Promise.allSettled(
+        specs.map(async (spec, i) => {
+          const m = machineOf(root, image, spec.name);
+          if (running(spec.name)) return;
+          await setupHost(root, m, spec, ports[i]);
+          await bootMachine(m);
+        }),
+      );
+      const failed = booted.filter((b): b is PromiseRejectedResult => b.status === "rejected");
+      if (failed.length > 0) throw failed[0].reason;
+      const hosts = await Promise.all(hostState.map((h) => hostOf(root, image, h)));
+      await fs.writeFile(path.join(root, "known_hosts"), hosts.map((h) => `[${h.address}]:${h.port} ${h.hostKey}\n`).join(""));
+      const fleet = fleetObject(root, hosts);
+      await Promise.all(hosts.map((h) => waitSsh(fleet, h)));
+      return fleet;
+    } catch (e) {
+      // No machine outlives a start that failed (a test whose set-up throws never reaches its stop()).
+      await stopFleet(root).catch(() => undefined);
+      throw e;
+    }
   });
 }
 

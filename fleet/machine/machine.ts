@@ -152,6 +152,38 @@ export function machinePath(m: Pick<Machine, "dir" | "name">, p: string): string
   return `/proc/${pid1}/root${p}`;
 }
 
+const INOTIFY = "/proc/sys/fs/inotify/max_user_instances";
+/** inotify instances one machine uses at most (systemd, journald, logind, dbus; ~5 counted here), with margin. */
+const INOTIFY_PER_MACHINE = 12;
+
+/**
+ * Every machine's systemd and journald count against root's inotify instances (the machines share the
+ * deployer's user namespace); Debian's default of 128 stops at about 25 machines (nspawn exits 255). Raises
+ * the deployer's limit to fit `machines` more, saying so on stderr (it lasts until the deployer reboots).
+ */
+export async function ensureInotify(machines: number): Promise<void> {
+  const have = Number((await fs.readFile(INOTIFY, "utf8").catch(() => "0")).trim());
+  let used = 0;
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`) === "anon_inode:inotify") used++;
+        } catch {
+          // closed meanwhile
+        }
+      }
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  const want = used + INOTIFY_PER_MACHINE * machines + 64;
+  if (have >= want) return;
+  await fs.writeFile(INOTIFY, `${want}\n`);
+  process.stderr.write(`fleet: raised fs.inotify.max_user_instances from ${have} to ${want} for ${machines} machine(s) (until this machine reboots)\n`);
+}
+
 /** Powers the machine on (unless it runs) and waits until systemd says it has booted. */
 export async function bootMachine(m: Machine, opts: { timeoutMs?: number } = {}): Promise<void> {
   if (powerPid(m) === null) {
