@@ -4,6 +4,7 @@
 //
 //   BENCH_SIZES=1,8,24,48   fleet sizes (default)
 //   BENCH_BUILD_SECONDS=5   how long each host's build takes (a real derivation that sleeps), default 5
+//   BENCH_CONFIRM_TIMEOUT=30  confirmTimeout of every role, default 30 (the product's)
 //
 // For each size: first `up`; a setting changed for every host (`up` again); a plain parallel-ssh baseline
 // that runs the very same deploy and confirm commands (bundle on stdin) without Pulumi; a no-op `up` and a
@@ -21,6 +22,9 @@ import { configFor, sessions, withRoles } from "../test/e2e/harness";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,8,24,48").split(",").map(Number);
 const BUILD_SECONDS = Number(process.env.BENCH_BUILD_SECONDS ?? 5);
+// The activator's wait for the confirmation (the product's default, 30 s). Under a 48-machine load on 2 CPUs
+// some confirms took longer and those hosts rolled back (measured): raise it to measure the rollout itself.
+const CONFIRM_TIMEOUT = Number(process.env.BENCH_CONFIRM_TIMEOUT ?? 30);
 const ROLES = ["desktop", "laptop", "server", "pi"] as const;
 
 const seconds = async (fn: () => Promise<unknown>) => {
@@ -96,7 +100,7 @@ async function measure(n: number) {
   try {
     await slowBuilds(fleet);
     // Commit-back off: n hosts racing for one branch measures the forge, not nixfleet.
-    let config: Record<string, unknown> = { ...configFor(fleet), "nixfleet:roles": Object.fromEntries(ROLES.map((r) => [r, { hostCanCommitConfig: false }])) };
+    let config: Record<string, unknown> = { ...configFor(fleet), "nixfleet:roles": Object.fromEntries(ROLES.map((r) => [r, { hostCanCommitConfig: false, confirmTimeout: CONFIRM_TIMEOUT }])) };
     const stack = await fleetStack({ fleet, dir: path.join(root, "pulumi"), stackName: `bench${n}`, config });
     const cli = cliPeak();
     const first = await seconds(() => stack.up({ continueOnError: true }));
