@@ -39,6 +39,9 @@ export interface FleetHostSpec {
   /** Unix user owning the host's nix-config checkout (as on NixOS, where it is e.g. evie's), created in
    *  the machine with a 0700 home. Unset (or "root"): the checkout is root's, in /etc/nixos. */
   readonly owner?: string;
+  /** false: a stock NixOS system without git (every other host's flake adds it: its user cloned the
+   *  checkout with it). Defaults to true. */
+  readonly git?: boolean;
 }
 
 export interface StartFleetOptions {
@@ -105,7 +108,7 @@ const INSTALL_SH = path.join(__dirname, "machine", "install.sh");
 interface FleetState {
   /** 3: hosts are machines. */
   version: 3;
-  hosts: { name: string; role: FleetRole; port: number; owner?: string }[];
+  hosts: { name: string; role: FleetRole; port: number; owner?: string; git?: boolean }[];
 }
 
 function validateSpecs(specs: readonly FleetHostSpec[]): void {
@@ -245,8 +248,8 @@ export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
       throw new Error(`fleet at ${root} was made by an older simulation (fleet.json version ${state.version}): start it with fresh: true (CLI: --fresh) or use another root`);
     }
     if (state) {
-      const key = (h: { name: string; role: string; owner?: string }) =>
-        ownerOf(h) === "root" ? `${h.name}:${h.role}` : `${h.name}:${h.role}:${h.owner}`;
+      const key = (h: { name: string; role: string; owner?: string; git?: boolean }) =>
+        (ownerOf(h) === "root" ? `${h.name}:${h.role}` : `${h.name}:${h.role}:${h.owner}`) + (h.git === false ? ":no-git" : "");
       const want = specs.map(key).join(",");
       const have = state.hosts.map(key).join(",");
       if (want !== have) {
@@ -262,7 +265,13 @@ export async function startFleet(opts: StartFleetOptions): Promise<SimFleet> {
 
     const running = (name: string) => powerPid({ dir: path.join(root, "hosts", name) }) !== null;
     const ports = await pickPorts(specs, opts.basePort ?? 2221, state, running);
-    const hostState = specs.map((s, i) => ({ name: s.name, role: s.role, port: ports[i], ...(ownerOf(s) === "root" ? {} : { owner: s.owner }) }));
+    const hostState = specs.map((s, i) => ({
+      name: s.name,
+      role: s.role,
+      port: ports[i],
+      ...(ownerOf(s) === "root" ? {} : { owner: s.owner }),
+      ...(s.git === false ? { git: false } : {}),
+    }));
     // Written before the machines boot: a failed start can still be stopped (stopFleet reads it).
     const newState: FleetState = { version: 3, hosts: hostState };
     await fs.writeFile(path.join(root, "fleet.json"), `${JSON.stringify(newState, null, 2)}\n`);

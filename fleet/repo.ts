@@ -9,7 +9,7 @@ const LITE_SRC = path.resolve(__dirname, "..", "test", "nixos-lite");
 
 function flakeNix(specs: readonly FleetHostSpec[]): string {
   const hosts = specs
-    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ withGit ./hosts/${h.name}/configuration.nix ]; };`)
+    .map((h) => `        ${h.name} = lite.nixosSystem { inherit system; modules = [ ${h.git === false ? "" : "withGit "}./hosts/${h.name}/configuration.nix ]; };`)
     .join("\n");
   return `# nix-config of the SIMULATED nixfleet test fleet (fleet/fleet.ts). nixos-lite stands in for nixpkgs.
 {
