@@ -5,14 +5,14 @@
  * program (a VM's IP address) can be a host. Everything else decides resource names, waves or the
  * commands' shape, so it must be known when the component is constructed.
  *
- * Validation is the stack config's (config/schema.ts), with field names in the args' own terms:
- * what is known is checked at construction (the constructor throws a ConfigError); an Input that is
- * an Output is checked when it resolves, and a bad value fails the host's commands with the same
- * field-named error (the engine reports it for the resource and the update fails).
+ * Validation is the stack config's (config/schema.ts), with field names in the args' own terms
+ * (components/validate.ts): what is known is checked at construction (the constructor throws a
+ * ConfigError); an Input that is an Output is checked when it resolves, and a bad value fails the
+ * host's commands with the same field-named error (the engine reports it for the resource and the
+ * update fails). This file holds only the types, so the package's `.d.ts` never reach zod's.
  */
-import * as pulumi from "@pulumi/pulumi";
-import { resolveFleet, type ResolvedFleet, type ResolvedHost } from "../config/resolve";
-import { configKeyPath, parseFleetConfig, type Preset, type Source } from "../config/schema";
+import type * as pulumi from "@pulumi/pulumi";
+import type { Preset } from "../config/errors";
 
 /** Upgrade settings a role sets and a host may override; rendered into the host's Nix. */
 export interface UpgradeSettings {
@@ -101,74 +101,3 @@ export interface FleetSpec {
   readonly timeouts?: TimeoutArgs;
 }
 
-/** The fields that may be Outputs; checked when they resolve. */
-const INPUT_FIELDS = ["address", "port", "hostKey", "configPath"] as const;
-type InputField = (typeof INPUT_FIELDS)[number];
-
-const pending = (v: unknown) => pulumi.Output.isInstance(v) || v instanceof Promise;
-
-/**
- * Valid stand-ins for values not known yet, so everything else is checked at construction. They
- * cannot collide with a real host (".invalid" is reserved, RFC 2606) and are never used: the
- * resolved hosts come from the real values.
- */
-function placeholder(field: InputField, i: number): unknown {
-  if (field === "address") return `pending-${i}.invalid`;
-  if (field === "port") return 22;
-  if (field === "configPath") return `/nixfleet-pending-input/${i}`;
-  return undefined;
-}
-
-/** Field names in the args' own terms: `hosts[2].address` for a Fleet, `address` for a Host. */
-export function argsSource(what: string, hostOnly: boolean): Source {
-  return {
-    what,
-    keyPath: (path) => {
-      const rest = hostOnly && path[0] === "hosts" ? path.slice(2) : path;
-      // configKeyPath writes `nixfleet:a.b[0]`; args have no namespace.
-      return configKeyPath(rest).replace(/^nixfleet:?/, "") || "(args)";
-    },
-  };
-}
-
-export interface ResolvedArgs {
-  /** Hosts with what is known now (Outputs replaced by stand-ins): names, roles, settings, waves, users. */
-  readonly known: ResolvedFleet;
-  /** The hosts with every value, validated when the Outputs resolve. */
-  readonly resolved: pulumi.Output<ResolvedFleet>;
-  /** Whether some value is an Output (validated later). */
-  readonly hasPending: boolean;
-}
-
-/** Validates `spec` (throws a ConfigError naming fields in `source`'s terms) and resolves it. */
-export function resolveArgs(spec: FleetSpec, source: Source): ResolvedArgs {
-  const plain = (h: HostSpec) => Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined));
-  const raw = (hosts: Record<string, unknown>[]) => ({ ...(spec.roles === undefined ? {} : { roles: spec.roles }), hosts, ...(spec.timeouts === undefined ? {} : { timeouts: spec.timeouts }) });
-  const check = (hosts: Record<string, unknown>[]) => resolveFleet(parseFleetConfig(raw(hosts), source), source);
-  let hasPending = false;
-  const standIns = spec.hosts.map((h, i) => {
-    const out: Record<string, unknown> = plain(h);
-    for (const f of INPUT_FIELDS) {
-      if (pending(h[f])) {
-        hasPending = true;
-        const v = placeholder(f, i);
-        if (v === undefined) delete out[f];
-        else out[f] = v;
-      }
-    }
-    return out;
-  });
-  const known = check(standIns);
-  if (!hasPending) return { known, resolved: pulumi.output(known) as pulumi.Output<ResolvedFleet>, hasPending };
-  const values = spec.hosts.map((h) => Object.fromEntries(INPUT_FIELDS.map((f) => [f, h[f]])));
-  const resolved = pulumi.output(values).apply((vals) => check(spec.hosts.map((h, i) => plain({ ...h, ...(vals[i] as Partial<HostSpec>) }))));
-  return { known, resolved: resolved as unknown as pulumi.Output<ResolvedFleet>, hasPending };
-}
-
-/** What a Fleet hands its Hosts, so they neither validate again nor lose the fleet-wide checks. */
-export interface HostContext {
-  readonly known: ResolvedHost;
-  readonly resolved: pulumi.Output<ResolvedHost>;
-  readonly timeouts: ResolvedFleet["timeouts"];
-  readonly source: Source;
-}

@@ -1,7 +1,9 @@
 // Unit tests of the resource graph with pulumi.runtime.setMocks: no engine, no hosts. What the REAL
 // engine does with failed resources (their outputs become unknown; dependents are skipped even with
-// --continue-on-error) was verified with it (see components/host.ts `settled`); the mock below
+// --continue-on-error) was verified with it (see components/outcome.ts `ended`); the mock below
 // reproduces that by returning no stdout for a failed command and for the dependents the engine skips.
+// The last run's state comes from the engine's builtin `pulumi:pulumi:readStackResourceOutputs`
+// (components/outcome.ts `lastOutputs`), which the mock answers with the Fleet's registered outputs.
 import * as pulumi from "@pulumi/pulumi";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseBundle, rolloutToken } from "../render/bundle";
@@ -33,10 +35,13 @@ interface Created {
   dependsOn: pulumi.Resource[];
 }
 
+/** The Fleet component of `fleetProgram` in the mocked stack "test" of project "nixfleet". */
+const FLEET_URN = "urn:pulumi:test::nixfleet::pulumi:pulumi:Stack$nixfleet:index:Fleet::fleet";
+
 /**
  * Runs `program` under mocks. Commands named in `failing` fail; commands of hosts in `skipped` are
- * skipped (as the engine skips dependents of a failed resource). `previous` is the stack's last
- * `hosts` output, which the self StackReference returns.
+ * skipped (as the engine skips dependents of a failed resource). `previous` is the Fleet's `status`
+ * output in the stack's last state.
  */
 async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: { failing?: string[]; skipped?: string[]; previous?: Record<string, unknown> } = {}) {
   const created: Created[] = [];
@@ -47,9 +52,6 @@ async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: 
         const c = byName.get(args.name) ?? { type: args.type, name: args.name, inputs: args.inputs, dependsOn: [] };
         c.inputs = args.inputs;
         if (!byName.has(args.name)) created.push(c), byName.set(args.name, c);
-        if (args.type === "pulumi:pulumi:StackReference") {
-          return { id: args.name, state: { name: args.inputs.name, outputs: opts.previous ? { hosts: opts.previous } : {} } };
-        }
         const hostName = args.name.split("-").slice(-2, -1)[0];
         const fails = opts.failing?.includes(args.name) || opts.skipped?.includes(hostName);
         if (args.type !== "command:remote:Command" || fails) return { id: `${args.name}-id`, state: args.inputs };
@@ -62,7 +64,12 @@ async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: 
         }
         return { id: `${args.name}-id`, state: { ...args.inputs, stdout, stderr: "" } };
       },
-      call: (args) => args.inputs,
+      call: (args) => {
+        if (args.token !== "pulumi:pulumi:readStackResourceOutputs") return args.inputs;
+        expect(args.inputs.stackName).toBe("organization/nixfleet/test");
+        const last = opts.previous ? { [FLEET_URN]: { type: "nixfleet:index:Fleet", outputs: { status: opts.previous } } } : {};
+        return { name: args.inputs.stackName, outputs: last };
+      },
     },
     "nixfleet",
     "test",

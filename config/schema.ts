@@ -5,12 +5,10 @@
  * shell as data: the printer and the quoting make values safe, the schema makes them *sane*.
  */
 import { z } from "zod";
+import { ConfigError, ROLES, STACK_CONFIG, type KeyPath, type Preset, type Source } from "./errors";
 
-/** The built-in roles (presets), each with the plan's defaults (see `ROLE_DEFAULTS`). */
-export const ROLES = ["desktop", "laptop", "server", "pi"] as const;
-export type Preset = (typeof ROLES)[number];
-/** A role name: a preset, or a role defined in `roles` (which names the preset it starts from). */
-export type Role = string;
+export { ConfigError, configKeyPath, ROLES, STACK_CONFIG, type KeyPath, type Preset, type Role, type Source } from "./errors";
+
 const isPreset = (r: string): r is Preset => (ROLES as readonly string[]).includes(r);
 
 // systemd.unit(5) names, the same rule as the module's assertion and the script's UNIT_RE: letters,
@@ -253,38 +251,6 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
   });
 });
 export type FleetConfig = z.infer<typeof fleetConfigSchema>;
-
-/** Thrown for invalid stack config or component args; `issues` are lines like `nixfleet:hosts[2].preUpdateHooks[0]: …`. */
-export class ConfigError extends Error {
-  constructor(
-    readonly issues: string[],
-    what = "nixfleet stack config",
-  ) {
-    super(`invalid ${what}:\n  ${issues.join("\n  ")}`);
-    this.name = "ConfigError";
-  }
-}
-
-/** `["hosts", 2, "preUpdateHooks", 0]` → `nixfleet:hosts[2].preUpdateHooks[0]`, the key `pulumi config set --path` takes. */
-export function configKeyPath(path: readonly PropertyKey[]): string {
-  let out = "nixfleet";
-  path.forEach((seg, i) => {
-    if (typeof seg === "number") out += `[${seg}]`;
-    else out += i === 0 ? `:${String(seg)}` : `.${String(seg)}`;
-  });
-  return out;
-}
-
-/** How an issue names its field: `configKeyPath` for stack config, a component's own for its args. */
-export type KeyPath = (path: readonly PropertyKey[]) => string;
-
-/** Where the values came from, for error messages: stack config by default. */
-export interface Source {
-  readonly keyPath: KeyPath;
-  /** "nixfleet stack config", `args of Fleet "home"`, … */
-  readonly what: string;
-}
-export const STACK_CONFIG: Source = { keyPath: configKeyPath, what: "nixfleet stack config" };
 
 /** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
 export function parseFleetConfig(raw: unknown, source: Source = STACK_CONFIG): FleetConfig {
