@@ -68,6 +68,7 @@ export class Fleet extends pulumi.ComponentResource {
     const { known, resolved } = resolveArgs(args, source);
     super(TYPES.fleet, name, {}, opts);
     Object.defineProperty(this, FLEET_BRAND, { value: true });
+    for (const w of known.warnings) void pulumi.log.warn(w, this);
     // Every host's status from the last run, read once for the fleet (see Host: healing).
     const last = lastOutputs(this).apply((o) => o?.status as Record<string, unknown> | undefined);
     const hosts: Record<string, Host> = {};

@@ -56,11 +56,11 @@ export interface HostArgs extends HostSpec {
 type FleetHostArgs = HostArgs & { readonly [FROM_FLEET]?: HostContext };
 
 /** A Host a user makes validates its own args; its last status it reads itself (`last` undefined). */
-function ownContext(name: string, args: HostArgs): Omit<HostContext, "last"> & { last?: pulumi.Output<unknown> } {
+function ownContext(name: string, args: HostArgs): Omit<HostContext, "last"> & { last?: pulumi.Output<unknown>; warnings: readonly string[] } {
   const { privateKey: _k, roles, timeouts, after: _a, ...spec } = args;
   const source = argsSource(`args of Host ${JSON.stringify(name)}`, true);
   const r = resolveArgs({ hosts: [spec], roles, timeouts }, source);
-  return { known: r.known.hosts[0], resolved: r.resolved.apply((f) => f.hosts[0]), timeouts: r.known.timeouts, source };
+  return { known: r.known.hosts[0], resolved: r.resolved.apply((f) => f.hosts[0]), timeouts: r.known.timeouts, source, warnings: r.known.warnings };
 }
 
 /** A status read back from state, or undefined when it is not one (first run, another version's shape). */
@@ -136,9 +136,11 @@ export class Host extends pulumi.ComponentResource {
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
     // Validated before the component exists: bad args create nothing.
-    const ctx = (args as FleetHostArgs)[FROM_FLEET] ?? ownContext(name, args);
+    const ctx: HostContext | ReturnType<typeof ownContext> = (args as FleetHostArgs)[FROM_FLEET] ?? ownContext(name, args);
     super(TYPES.host, name, {}, opts);
     Object.defineProperty(this, HOST_BRAND, { value: true });
+    // A Fleet logs its own config's warnings once; a Host alone logs its own.
+    if ("warnings" in ctx) for (const w of ctx.warnings) void pulumi.log.warn(w, this);
     const { known: host, resolved, timeouts } = ctx;
     if (args.hostKey === undefined) {
       const key = ctx.source.keyPath(["hosts", host.index, "hostKey"]);

@@ -224,9 +224,9 @@ describe("health gate and onFailure options", () => {
     expect(r.service.unitConfig.OnFailure).toBe("notify@auto-upgrade.service");
   });
 
-  it("healthTimeout must be a positive integer", () => {
+  it("healthTimeout must be a whole number of seconds within the table's bounds (1 to 3600)", () => {
     expect(evalFailure(withModule(host("hg2"), "hg2", `{ ${OPT}.healthTimeout = 0; }`, UNITS)))
-      .toContain(`A definition for option \`${OPT}.healthTimeout' is not of type \`positive integer, meaning >0'`);
+      .toContain(`A definition for option \`${OPT}.healthTimeout' is not of type \`integer between 1 and 3600 (both inclusive)'`);
   });
 
   it("healthUnits and onFailure must be unit names", () => {

