@@ -121,6 +121,9 @@ describe("host settings override the role's lib.mkDefault values", () => {
       AUTO_UPGRADE_REMOTE: "upstream",
     });
     expect(r.timer.timerConfig).toEqual({ OnCalendar: "Sat *-*-* 03:30:00", Persistent: true, RandomizedDelaySec: "0" });
+    // preUpdateValidation = false is deprecated: the module says so and why, and only then.
+    expect(mustEval(systemExpr(dir, "desk2", "cfg.warnings"))).toEqual([expect.stringMatching(/preUpdateValidation = false changes nothing and is deprecated: the build always comes first/)]);
+    expect(mustEval(systemExpr(checkout({ name: "desk3", role: "desktop" }), "desk3", "cfg.warnings"))).toEqual([]);
   });
 
   it("a server host turns commit-back on and drops the hooks", () => {

@@ -9,7 +9,7 @@
 #      systemd does not order them among themselves), and the script stops if one failed, or if
 #      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
-#   3. validate (`preUpdateValidation`): `nix build` of `nixosConfigurations.<flakeHost>`; the
+#   3. validate (always): `nix build` of `nixosConfigurations.<flakeHost>`; the
 #      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
 #   4. activate exactly that validated store path (never a fresh evaluation), safely:
 #      `switch-to-configuration test`, then the health gate (`healthCheck`), and only then the
@@ -18,7 +18,7 @@
 #   5. commit-back (`hostCanCommitConfig`): commit the checkout's changes to tracked files (e.g. an
 #      updated flake.lock), rebase onto the remote branch, push; a failed push is a warning.
 #
-# The options added by nixfleet: `preUpdateValidation` (validate before switching, default on),
+# The options added by nixfleet: `preUpdateValidation` (deprecated: the build always comes first),
 # `preUpdateHooks` (units started before the update, in order), `hostCanCommitConfig` (commit-back,
 # default off), and the safe-activation gate: `healthCheck`, `healthUnits`, `healthTimeout`, and
 # `onFailure` (units systemd starts when a timer run fails or rolls back).
