@@ -15,9 +15,9 @@
  * In each: `tsc` compiles the user's program and the README's library example cleanly against the shipped .d.ts, `npm ls` shows one
  * copy of the SDK, `require("nixfleet")` from plain Node creates nothing and exports only the root
  * API, and the program (plain node, no tsx) converges a host through the real engine (toolchain/) on
- * the SIMULATED fleet (fleet/). In "newest" the program then heals a failed confirm on its own: the
- * activation stops the host's sshd, the confirm cannot connect, the host rolls back; with the cause
- * fixed, the next plain `up` (the same program, no `previous`) deploys again and converges.
+ * the SIMULATED fleet (fleet/). In "newest" the program then heals a failed confirm on its own: deploy
+ * succeeds, confirm fails (the host's own hook altered the script copy confirm runs), the host rolls back;
+ * with the cause fixed, the next plain `up` (the same program, no `previous`) deploys again and converges.
  */
 import { execFile } from "node:child_process";
 import { promises as fs, readFileSync, realpathSync } from "node:fs";
@@ -27,7 +27,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { currentSystem, startFleet, type SimFleet } from "../../fleet/fleet";
 import { offlineEnv, toolchainBin } from "../../fleet/stack";
-import { editHostConfig, goldenLink, hostStatus, systemState } from "../e2e/harness";
+import { editHostConfig, goldenLink, hostStatus, systemState, waitFor } from "../e2e/harness";
 
 const REPO = path.join(__dirname, "..", "..");
 const BASE_PORT = 2550;
@@ -206,28 +206,42 @@ describe("healing without plumbing (newest SDK)", () => {
   it("a Fleet without `previous` heals a failed confirm on the next plain up", async () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
+    // The fault: the host's own pre-update hook (chezmoi-pre-update.service, the server preset's hook)
+    // alters the root-owned script copy that deploy installed, while a marker file exists. Deploy still
+    // succeeds (it arms the activator); confirm refuses to run an altered script as root and fails; no
+    // confirmation arrives, so the host rolls back. Removing the marker fixes the cause.
+    const marker = path.join(dir, "heal-fault");
+    const copy = path.join(host.stateDir, "auto-upgrade.sh");
+    await editHostConfig(host, `  systemd.services.chezmoi-pre-update = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi"; };`);
+    // First the hook itself must be on the host: a rollout that activates it (confirmTimeout changes deploy).
+    const armed = await program(p, { stack: "newest", confirmTimeout: 11 });
+    expect(armed.failure).toBeUndefined();
+    expect(armed.hosts.vm).toMatchObject({ result: "success", retry: 0 });
     const before = await systemState(host);
-    // The activation stops sshd: deploy arms the activator, the confirm's new connection is refused, the
-    // host rolls back after confirmTimeout and starts sshd again.
-    const restore = await editHostConfig(host, "  services.openssh.enable = false;");
+
+    // A new system to roll out, and the fault on.
+    await editHostConfig(host, '  systemd.services.heal-proof = { serviceConfig.Type = "oneshot"; script = "true"; };');
+    await fs.writeFile(marker, "");
     const failed = await program(p, { stack: "newest", confirmTimeout: 10 });
-    expect(failed.result ?? failed.failure).not.toBe("succeeded");
-    expect(failed.failure ?? "").toMatch(/lab-vm-confirm/);
-    const rolled = await hostStatus(host);
-    expect(rolled.result).toBe("rolled-back");
+    expect(failed.failure ?? JSON.stringify(failed)).toMatch(/lab-vm-confirm/);
+    expect(failed.failure).toMatch(/is not the script nixfleet installed; refusing to run it as root/);
+    expect(failed.failure).not.toMatch(/lab-vm-deploy failed/);
+    const rolled = await waitFor("the host to roll back", async () => ((await hostStatus(host)).result === "rolled-back" ? hostStatus(host) : null), 120_000, 500);
+    expect(rolled.message).toMatch(/no confirmation/);
     expect(await systemState(host)).toEqual(before);
 
-    await restore();
+    // Cause fixed; the same program, a plain up: deployed again as retry 1 (a new rollout token), converged.
+    await fs.rm(marker);
     const healed = await program(p, { stack: "newest", confirmTimeout: 10 });
     expect(healed.failure).toBeUndefined();
-    // Deployed again as retry 1 (a new rollout token), and converged.
     expect(healed.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false, rollout: expect.stringMatching(/-r1$/) });
     const after = await systemState(host);
     expect(after.running).toBe(healed.hosts.vm.validatedPath);
+    expect(after.running).not.toBe(before.running);
     expect(after).toEqual({ running: after.running, profile: after.running, boot: after.running });
     expect(await goldenLink(host)).toBe(after.running);
     // And the run after that changes nothing and keeps the number.
     const again = await program(p, { stack: "newest", confirmTimeout: 10 });
-    expect(again.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false });
+    expect(again.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false, action: healed.hosts.vm.action });
   }, 900_000);
 });
