@@ -11,6 +11,8 @@ import { ROLE_DEFAULTS, resolveFleet } from "../config/resolve";
 import { DEFAULT_TIMEOUTS, parseFleetConfig, pushShape, settingsShape } from "../config/schema";
 import { boundSeconds, TABLE } from "../config/table";
 import { confirmBound, deployBound, scriptEnv } from "../components/remote";
+import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/host";
+import { parallelFor } from "../fleet/stack";
 import { prng } from "./prng";
 
 const REPO = path.join(__dirname, "..");
@@ -124,5 +126,19 @@ describe("the module and the docs agree with the table", () => {
     // The numbers the old README had wrong are the table's now.
     expect(text).toContain("= **6540 s**");
     expect(text).toContain("= **3820 s**");
+  });
+
+  it("the README's other computed numbers are the code's", () => {
+    const text = read("README.md");
+    const confirm = TABLE.push.confirmTimeout.default as number;
+    expect(text.match(/`confirmTimeout` \((\d+) s\)/g)?.length).toBeGreaterThanOrEqual(2);
+    for (const m of text.matchAll(/`confirmTimeout` \((\d+) s\)/g)) expect(Number(m[1])).toBe(confirm);
+    // Dial bound: (limit + 1) connects of perDialTimeout plus the back-off min(0.1 s × 1.5^k, 5 s).
+    expect(text).toContain(`(\`dialErrorLimit\` ${DIAL_ERROR_LIMIT} × \`perDialTimeout\` ${PER_DIAL_TIMEOUT} s + back-off)`);
+    const backoff = Array.from({ length: DIAL_ERROR_LIMIT }, (_, k) => Math.min(0.1 * 1.5 ** k, 5)).reduce((a, b) => a + b, 0);
+    expect(text).toContain(`≈ ${Math.ceil((DIAL_ERROR_LIMIT + 1) * PER_DIAL_TIMEOUT + backoff)} s`);
+    // The demo's and tests' parallelism, as the README states it.
+    expect(text).toContain("`min(256, max(8, 3 × hosts + 4))`");
+    for (const n of [1, 2, 4, 24, 84, 1000]) expect(parallelFor(n)).toBe(Math.min(256, Math.max(8, 3 * n + 4)));
   });
 });
