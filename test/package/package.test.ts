@@ -206,13 +206,14 @@ describe("healing without plumbing (newest SDK)", () => {
   it("a Fleet without `previous` heals a failed confirm on the next plain up", async () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
-    // The fault: the host's own pre-update hook (chezmoi-pre-update.service, the server preset's hook)
-    // alters the root-owned script copy that deploy installed, while a marker file exists. Deploy still
+    // The fault: the host's own pre-update hook (the simulated chezmoi-pre-update.service, the server
+    // preset's hook, its script replaced) alters the root-owned script copy that deploy installed, while a
+    // marker file exists. Deploy still
     // succeeds (it arms the activator); confirm refuses to run an altered script as root and fails; no
     // confirmation arrives, so the host rolls back. Removing the marker fixes the cause.
     const marker = path.join(dir, "heal-fault");
     const copy = path.join(host.stateDir, "auto-upgrade.sh");
-    await editHostConfig(host, `  systemd.services.chezmoi-pre-update = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi"; };`);
+    await editHostConfig(host, `  systemd.services.chezmoi-pre-update.script = lib.mkForce "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi";`);
     // First the hook itself must be on the host: a rollout that activates it (confirmTimeout changes deploy).
     const armed = await program(p, { stack: "newest", confirmTimeout: 11 });
     expect(armed.failure).toBeUndefined();
