@@ -126,7 +126,7 @@ afterAll(async () => {
 });
 
 /** Runs the project's compiled program against the simulated host; its JSON line, or the failure's text. */
-async function program(p: Project, over: { stack: string; address?: string; confirmTimeout?: number }) {
+async function program(p: Project, over: { stack: string; address?: string; confirmTimeout?: number; preUpdateHooks?: string[] }) {
   const host = fleet!.hosts[0];
   const bin = toolchainBin();
   const pulumiDir = path.join(dir, "pulumi");
@@ -136,7 +136,7 @@ async function program(p: Project, over: { stack: string; address?: string; conf
   const sim = {
     stack: over.stack,
     address: over.address ?? "127.0.0.1",
-    host: { name: host.name, port: host.port, hostKey: host.hostKey, checkout: host.checkout, stateDir: host.stateDir, confirmTimeout: over.confirmTimeout ?? 30 },
+    host: { name: host.name, port: host.port, hostKey: host.hostKey, checkout: host.checkout, stateDir: host.stateDir, confirmTimeout: over.confirmTimeout ?? 30, preUpdateHooks: over.preUpdateHooks },
     privateKey: fleet!.privateKey,
     bin: path.dirname(bin),
     workDir,
@@ -206,16 +206,16 @@ describe("healing without plumbing (newest SDK)", () => {
   it("a Fleet without `previous` heals a failed confirm on the next plain up", async () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
-    // The fault: the host's own pre-update hook (the simulated chezmoi-pre-update.service, the server
-    // preset's hook, its script replaced) alters the root-owned script copy that deploy installed, while a
-    // marker file exists. Deploy still
-    // succeeds (it arms the activator); confirm refuses to run an altered script as root and fails; no
-    // confirmation arrives, so the host rolls back. Removing the marker fixes the cause.
+    // The fault: a pre-update hook of the host's own (heal-fault.service) alters the root-owned script
+    // copy that deploy installed, while a marker file exists. Deploy still succeeds (it arms the
+    // activator); confirm refuses to run an altered script as root and fails; no confirmation arrives,
+    // so the host rolls back. Removing the marker fixes the cause.
     const marker = path.join(dir, "heal-fault");
     const copy = path.join(host.stateDir, "auto-upgrade.sh");
-    await editHostConfig(host, `  systemd.services.chezmoi-pre-update.script = lib.mkForce "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi";`);
-    // First the hook itself must be on the host: a rollout that activates it (confirmTimeout changes deploy).
-    const armed = await program(p, { stack: "newest", confirmTimeout: 11 });
+    await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi"; };`);
+    const preUpdateHooks = ["chezmoi-pre-update.service", "heal-fault.service"];
+    // First the hook itself must be on the host: a rollout that activates it (a missing hook only warns).
+    const armed = await program(p, { stack: "newest", confirmTimeout: 11, preUpdateHooks });
     expect(armed.failure).toBeUndefined();
     expect(armed.hosts.vm).toMatchObject({ result: "success", retry: 0 });
     const before = await systemState(host);
@@ -223,7 +223,7 @@ describe("healing without plumbing (newest SDK)", () => {
     // A new system to roll out, and the fault on.
     await editHostConfig(host, '  systemd.services.heal-proof = { serviceConfig.Type = "oneshot"; script = "true"; };');
     await fs.writeFile(marker, "");
-    const failed = await program(p, { stack: "newest", confirmTimeout: 10 });
+    const failed = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(failed.failure ?? JSON.stringify(failed)).toMatch(/lab-vm-confirm/);
     expect(failed.failure).toMatch(/is not the script nixfleet installed; refusing to run it as root/);
     expect(failed.failure).not.toMatch(/lab-vm-deploy failed/);
@@ -233,7 +233,7 @@ describe("healing without plumbing (newest SDK)", () => {
 
     // Cause fixed; the same program, a plain up: deployed again as retry 1 (a new rollout token), converged.
     await fs.rm(marker);
-    const healed = await program(p, { stack: "newest", confirmTimeout: 10 });
+    const healed = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(healed.failure).toBeUndefined();
     expect(healed.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false, rollout: expect.stringMatching(/-r1$/) });
     const after = await systemState(host);
@@ -242,7 +242,7 @@ describe("healing without plumbing (newest SDK)", () => {
     expect(after).toEqual({ running: after.running, profile: after.running, boot: after.running });
     expect(await goldenLink(host)).toBe(after.running);
     // And the run after that changes nothing and keeps the number.
-    const again = await program(p, { stack: "newest", confirmTimeout: 10 });
+    const again = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(again.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false, action: healed.hosts.vm.action });
   }, 900_000);
 });

@@ -13,7 +13,7 @@ interface Sim {
   /** The stack, and the address the Output resolves to (a test sets a bad one on purpose). */
   stack: string;
   address: string;
-  host: { name: string; port: number; hostKey: string; checkout: string; stateDir: string; confirmTimeout: number };
+  host: { name: string; port: number; hostKey: string; checkout: string; stateDir: string; confirmTimeout: number; preUpdateHooks?: string[] };
   privateKey: string;
   bin: string;
   workDir: string;
@@ -26,8 +26,8 @@ async function main(): Promise<void> {
   const program = async () => {
     // Stands in for e.g. `vm.ipAddress`: known only once the engine resolves it.
     const address = pulumi.output("pending").apply(() => sim.address);
-    const { name, port, hostKey, checkout, stateDir, confirmTimeout } = sim.host;
-    const args: FleetArgs = { privateKey: pulumi.secret(sim.privateKey), hosts: [{ name, role: "server", address, port, hostKey, configPath: checkout, stateDir, confirmTimeout }] };
+    const { name, port, hostKey, checkout, stateDir, confirmTimeout, preUpdateHooks } = sim.host;
+    const args: FleetArgs = { privateKey: pulumi.secret(sim.privateKey), hosts: [{ name, role: "server", address, port, hostKey, configPath: checkout, stateDir, confirmTimeout, preUpdateHooks }] };
     const fleet = new Fleet("lab", args);
     if (!Fleet.isInstance(fleet) || !Host.isInstance(fleet.hosts[name]) || Fleet.isInstance(fleet.hosts[name])) checks.push("isInstance");
     try {
