@@ -39,6 +39,7 @@ export function main(argv: string[]): number {
   let outputs: { file: string; content: string }[];
   try {
     const fleet = fleetFromConfigMap(readStackFile(stackFile));
+    for (const w of fleet.warnings) console.error(`${stackFile}: warning: ${w}`);
     outputs = fleet.hosts.flatMap((host) =>
       renderHost(host).map((f) => ({ file: join(values.out!, host.name, ...f.path.split("/")), content: f.content })),
     );

@@ -3,7 +3,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it, vi } from "vitest";
 import { parseBundle } from "../render/bundle";
-import { argsSource, resolveArgs } from "./args";
+import { argsSource, resolveArgs } from "./validate";
 import { Fleet } from "./fleet";
 import { Host } from "./host";
 

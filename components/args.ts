@@ -5,44 +5,44 @@
  * program (a VM's IP address) can be a host. Everything else decides resource names, waves or the
  * commands' shape, so it must be known when the component is constructed.
  *
- * Validation is the stack config's (config/schema.ts), with field names in the args' own terms:
- * what is known is checked at construction (the constructor throws a ConfigError); an Input that is
- * an Output is checked when it resolves, and a bad value fails the host's commands with the same
- * field-named error (the engine reports it for the resource and the update fails).
+ * Validation is the stack config's (config/schema.ts), with field names in the args' own terms
+ * (components/validate.ts): what is known is checked at construction (the constructor throws a
+ * ConfigError); an Input that is an Output is checked when it resolves, and a bad value fails the
+ * host's commands with the same field-named error (the engine reports it for the resource and the
+ * update fails). This file holds only the types, so the package's `.d.ts` never reach zod's.
  */
-import * as pulumi from "@pulumi/pulumi";
-import { resolveFleet, type ResolvedFleet, type ResolvedHost } from "../config/resolve";
-import { configKeyPath, parseFleetConfig, type Preset, type Source } from "../config/schema";
+import type * as pulumi from "@pulumi/pulumi";
+import type { Preset } from "../config/errors";
 
 /** Upgrade settings a role sets and a host may override; rendered into the host's Nix. */
 export interface UpgradeSettings {
-  /** Build the new system before switching; a failed build deploys nothing. Defaults to true. */
+  /** Build the new system before switching; a failed build deploys nothing. Always on: the build always comes first, so false changes nothing (deprecated). Defaults to true. */
   readonly preUpdateValidation?: boolean;
-  /** systemd units started, in order, before the upgrade. Defaults to ["chezmoi-pre-update.service"]. */
+  /** systemd units started, in order, before the upgrade (e.g. syncing dotfiles); a missing one is a warning unless listed in requiredHooks. Defaults to ["chezmoi-pre-update.service"]. */
   readonly preUpdateHooks?: readonly string[];
-  /** Hooks that must exist on the host (a subset of preUpdateHooks); a missing one fails the upgrade. Defaults to []. */
+  /** Hooks that must exist on the host (a subset of preUpdateHooks); a missing one fails the upgrade before anything changes. Defaults to []. */
   readonly requiredHooks?: readonly string[];
-  /** The host commits and pushes its local config changes after a successful switch. Defaults to true for desktop and laptop, false for server and pi. */
+  /** After a successful switch the host commits its checkout's changes to tracked files and pushes them (commit-back); a failed push is a warning. Defaults to true for desktop and laptop, false for server and pi. */
   readonly hostCanCommitConfig?: boolean;
   /** Branch pulled (timer) and pushed (commit-back). Defaults to "main". */
   readonly branch?: string;
-  /** Git remote name. Defaults to "origin". */
+  /** Git remote pulled and pushed. Defaults to "origin". */
   readonly remote?: string;
-  /** systemd calendar expression for the timer. Defaults to "04:00" ("Sun 04:00" for pi). */
+  /** When the timer runs, a systemd calendar expression (OnCalendar=); a missed run happens at next boot. Defaults to "04:00" for desktop, laptop and server, "Sun 04:00" for pi. */
   readonly schedule?: string;
-  /** systemd time span spread added to the timer. Defaults to "30min". */
+  /** Random delay added to each timer run (RandomizedDelaySec=), a systemd time span; "0" turns it off. Defaults to "30min". */
   readonly randomizedDelaySec?: string;
-  /** Run the health gate after activation (failed units, health units). Defaults to true. */
+  /** Run the health gate after activation: no unit newly failed, every healthUnits unit active, and (timer runs) the git remote still reachable; a failed gate rolls back. Defaults to true. */
   readonly healthCheck?: boolean;
-  /** systemd units that must start and not be failed after activation. Defaults to []. */
+  /** systemd units that must be active (and not failed) after activation. Defaults to []. */
   readonly healthUnits?: readonly string[];
-  /** Seconds for the whole health gate (1–3600). Defaults to 120. */
+  /** Seconds the whole health gate may take; past it the gate fails and the host rolls back. From 1 to 3600. Defaults to 120. */
   readonly healthTimeout?: number;
-  /** systemd units started when a timer run fails or rolls back (e.g. a mail or ntfy unit). Defaults to []. */
+  /** systemd units started when a timer run fails or rolls back (OnFailure=), e.g. a mail or ntfy unit. Defaults to []. */
   readonly onFailure?: readonly string[];
-  /** Seconds the host waits for the deployer's confirmation before rolling back (5–3600). Never rendered. Defaults to 30. */
+  /** Seconds the host waits for the deployer's confirmation before rolling back. Push only, never rendered. From 5 to 3600. Defaults to 30. */
   readonly confirmTimeout?: number;
-  /** Rollout wave (0–1000): wave k+1 starts only after every host of wave k confirmed. Never rendered. Defaults to 0. */
+  /** Rollout wave: wave k+1 starts only after every host of wave k confirmed. Push only, never rendered. From 0 to 1000. Defaults to 0. */
   readonly wave?: number;
 }
 
@@ -58,15 +58,15 @@ export interface RoleArgs extends UpgradeSettings {
 
 /** Bounds of the remote phases, in seconds (1–86400 each). */
 export interface TimeoutArgs {
-  /** Waiting for the host's upgrade lease (a timer run may hold it). Defaults to 120. */
+  /** Waiting for the host's upgrade lease (a timer run may hold it). From 1 to 86400. Defaults to 120. */
   readonly lease?: number;
-  /** All pre-update hooks together. Defaults to 900. */
+  /** All pre-update hooks together. From 1 to 86400. Defaults to 900. */
   readonly hooks?: number;
-  /** Building the new system. Defaults to 3600. */
+  /** Building the new system. From 1 to 86400. Defaults to 3600. */
   readonly validate?: number;
-  /** Activating it (switch-to-configuration), and later the profile and boot entry. Defaults to 600. */
+  /** Activating it (switch-to-configuration), and later the profile and boot entry. From 1 to 86400. Defaults to 600. */
   readonly switch?: number;
-  /** Commit-back (git commit and push as the checkout's owner). Defaults to 300. */
+  /** Commit-back (git commit and push as the checkout's owner). From 1 to 86400. Defaults to 300. */
   readonly commit?: number;
 }
 
@@ -88,7 +88,7 @@ export interface HostSpec extends UpgradeSettings {
   readonly configPath: pulumi.Input<string>;
   /** Owner of the checkout; git runs as this user. Defaults to whoever owns the directory on the host. */
   readonly configOwner?: string;
-  /** Where the status record and the validated out-link live on the host. Defaults to "/var/lib/auto-upgrade". */
+  /** Where the host keeps status.json, the GC-rooted validated and golden links, the lease and push records. Defaults to "/var/lib/auto-upgrade". */
   readonly stateDir?: string;
 }
 
@@ -101,74 +101,3 @@ export interface FleetSpec {
   readonly timeouts?: TimeoutArgs;
 }
 
-/** The fields that may be Outputs; checked when they resolve. */
-const INPUT_FIELDS = ["address", "port", "hostKey", "configPath"] as const;
-type InputField = (typeof INPUT_FIELDS)[number];
-
-const pending = (v: unknown) => pulumi.Output.isInstance(v) || v instanceof Promise;
-
-/**
- * Valid stand-ins for values not known yet, so everything else is checked at construction. They
- * cannot collide with a real host (".invalid" is reserved, RFC 2606) and are never used: the
- * resolved hosts come from the real values.
- */
-function placeholder(field: InputField, i: number): unknown {
-  if (field === "address") return `pending-${i}.invalid`;
-  if (field === "port") return 22;
-  if (field === "configPath") return `/nixfleet-pending-input/${i}`;
-  return undefined;
-}
-
-/** Field names in the args' own terms: `hosts[2].address` for a Fleet, `address` for a Host. */
-export function argsSource(what: string, hostOnly: boolean): Source {
-  return {
-    what,
-    keyPath: (path) => {
-      const rest = hostOnly && path[0] === "hosts" ? path.slice(2) : path;
-      // configKeyPath writes `nixfleet:a.b[0]`; args have no namespace.
-      return configKeyPath(rest).replace(/^nixfleet:?/, "") || "(args)";
-    },
-  };
-}
-
-export interface ResolvedArgs {
-  /** Hosts with what is known now (Outputs replaced by stand-ins): names, roles, settings, waves, users. */
-  readonly known: ResolvedFleet;
-  /** The hosts with every value, validated when the Outputs resolve. */
-  readonly resolved: pulumi.Output<ResolvedFleet>;
-  /** Whether some value is an Output (validated later). */
-  readonly hasPending: boolean;
-}
-
-/** Validates `spec` (throws a ConfigError naming fields in `source`'s terms) and resolves it. */
-export function resolveArgs(spec: FleetSpec, source: Source): ResolvedArgs {
-  const plain = (h: HostSpec) => Object.fromEntries(Object.entries(h).filter(([, v]) => v !== undefined));
-  const raw = (hosts: Record<string, unknown>[]) => ({ ...(spec.roles === undefined ? {} : { roles: spec.roles }), hosts, ...(spec.timeouts === undefined ? {} : { timeouts: spec.timeouts }) });
-  const check = (hosts: Record<string, unknown>[]) => resolveFleet(parseFleetConfig(raw(hosts), source), source);
-  let hasPending = false;
-  const standIns = spec.hosts.map((h, i) => {
-    const out: Record<string, unknown> = plain(h);
-    for (const f of INPUT_FIELDS) {
-      if (pending(h[f])) {
-        hasPending = true;
-        const v = placeholder(f, i);
-        if (v === undefined) delete out[f];
-        else out[f] = v;
-      }
-    }
-    return out;
-  });
-  const known = check(standIns);
-  if (!hasPending) return { known, resolved: pulumi.output(known) as pulumi.Output<ResolvedFleet>, hasPending };
-  const values = spec.hosts.map((h) => Object.fromEntries(INPUT_FIELDS.map((f) => [f, h[f]])));
-  const resolved = pulumi.output(values).apply((vals) => check(spec.hosts.map((h, i) => plain({ ...h, ...(vals[i] as Partial<HostSpec>) }))));
-  return { known, resolved: resolved as unknown as pulumi.Output<ResolvedFleet>, hasPending };
-}
-
-/** What a Fleet hands its Hosts, so they neither validate again nor lose the fleet-wide checks. */
-export interface HostContext {
-  readonly known: ResolvedHost;
-  readonly resolved: pulumi.Output<ResolvedHost>;
-  readonly timeouts: ResolvedFleet["timeouts"];
-  readonly source: Source;
-}

@@ -6,9 +6,11 @@
  * even when some failed, and the fleet logs one error per failed host and one per stopped wave.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { argsSource, resolveArgs, type FleetSpec } from "./args";
-import { fleetContext } from "./context";
+import type { Source } from "../config/errors";
+import type { FleetSpec } from "./args";
+import { argsSource, FROM_FLEET, resolveArgs } from "./validate";
 import { Host, type HostArgs, type HostStatus } from "./host";
+import { lastOutputs } from "./outcome";
 import { TYPES } from "./tokens";
 
 /**
@@ -19,13 +21,17 @@ import { TYPES } from "./tokens";
 export interface FleetArgs extends FleetSpec {
   /** The SSH private key for every host; pass it as a secret. */
   readonly privateKey: pulumi.Input<string>;
-  /**
-   * `status` of the last run, by host name (e.g. this stack's own `hosts` output, read with a
-   * StackReference). It lets a host whose confirm failed deploy again on the next plain `up`, and
-   * keeps a skipped host's last facts. Defaults to none: no healing, skipped hosts report little.
-   */
-  readonly previous?: pulumi.Input<Record<string, HostStatus> | undefined>;
 }
+
+/**
+ * How errors name fields: a Fleet a user makes names its args (`hosts[2].address`); the stack's own
+ * program (program.ts) passes its config under this key so they name config keys
+ * (`nixfleet:hosts[2].address`). Not exported from the package.
+ */
+export const ARGS_SOURCE: unique symbol = Symbol("nixfleet.argsSource");
+type ProgramFleetArgs = FleetArgs & { readonly [ARGS_SOURCE]?: Source };
+
+const FLEET_BRAND = Symbol.for(TYPES.fleet);
 
 /** The log lines for a finished run: one per failed host, one per stopped wave (empty when all went well). */
 export function failureSummary(statuses: Record<string, HostStatus>): string[] {
@@ -44,31 +50,43 @@ export function failureSummary(statuses: Record<string, HostStatus>): string[] {
 }
 
 export class Fleet extends pulumi.ComponentResource {
+  /**
+   * Whether `obj` is a Fleet, also one made by another copy of nixfleet in the same program (an
+   * `instanceof` check fails across copies).
+   */
+  public static isInstance(obj: unknown): obj is Fleet {
+    return typeof obj === "object" && obj !== null && (obj as Record<symbol, unknown>)[FLEET_BRAND] === true;
+  }
+
   public readonly hosts: Readonly<Record<string, Host>>;
-  /** Per host: result, validated/golden path, needsReboot; for a failed host which step and why. */
+  /** Per host: result, validated/golden path, needsReboot; for a failed host which step and why. Also the component's registered output. */
   public readonly status: pulumi.Output<Record<string, HostStatus>>;
 
   constructor(name: string, args: FleetArgs, opts?: pulumi.ComponentResourceOptions) {
-    super(TYPES.fleet, name, {}, opts);
-    const source = argsSource(`args of Fleet ${JSON.stringify(name)}`, false);
+    // Validated once, here, before the component exists: bad args create nothing.
+    const source = (args as ProgramFleetArgs)[ARGS_SOURCE] ?? argsSource(`args of Fleet ${JSON.stringify(name)}`, false);
     const { known, resolved } = resolveArgs(args, source);
-    const previous = pulumi.output(args.previous);
+    super(TYPES.fleet, name, {}, opts);
+    Object.defineProperty(this, FLEET_BRAND, { value: true });
+    for (const w of known.warnings) void pulumi.log.warn(w, this);
+    // Every host's status from the last run, read once for the fleet (see Host: healing).
+    const last = lastOutputs(this).apply((o) => o?.status as Record<string, unknown> | undefined);
     const hosts: Record<string, Host> = {};
     const waves = [...new Set(known.hosts.map((h) => h.push.wave))].sort((a, b) => a - b);
     let before: Host[] = [];
     for (const wave of waves) {
       const current: Host[] = [];
       for (const host of known.hosts.filter((h) => h.push.wave === wave)) {
-        const hostArgs: HostArgs = {
+        // Validated above, fleet-wide (unique names and endpoints; Outputs once they resolve): the
+        // Host takes the result as it is.
+        const hostArgs: HostArgs & { [FROM_FLEET]: unknown } = {
           ...args.hosts[host.index],
           roles: args.roles,
           timeouts: args.timeouts,
           privateKey: args.privateKey,
           after: before,
-          previous: previous.apply((p) => p?.[host.name]),
+          [FROM_FLEET]: { known: host, resolved: resolved.apply((f) => f.hosts[host.index]), timeouts: known.timeouts, source, last: last.apply((p) => p?.[host.name]) },
         };
-        // Validated here, fleet-wide (unique names and endpoints), once the Outputs resolve.
-        fleetContext.set(hostArgs, { known: host, resolved: resolved.apply((f) => f.hosts[host.index]), timeouts: known.timeouts, source });
         // Prefixed with the fleet's name: two fleets in one program never collide.
         const h = new Host(`${name}-${host.name}`, hostArgs, { parent: this });
         hosts[host.name] = h;
@@ -81,7 +99,7 @@ export class Fleet extends pulumi.ComponentResource {
       for (const line of failureSummary(statuses)) void pulumi.log.error(line, this);
       return statuses;
     });
-    // Nothing in the component's own state: the status is the stack output already (state stays small).
-    this.registerOutputs({});
+    // In the state: the next run reads it back (healing; see Host).
+    this.registerOutputs({ status: this.status });
   }
 }

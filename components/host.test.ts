@@ -1,14 +1,16 @@
 // Unit tests of the resource graph with pulumi.runtime.setMocks: no engine, no hosts. What the REAL
 // engine does with failed resources (their outputs become unknown; dependents are skipped even with
-// --continue-on-error) was verified with it (see components/host.ts `settled`); the mock below
+// --continue-on-error) was verified with it (see components/outcome.ts `ended`); the mock below
 // reproduces that by returning no stdout for a failed command and for the dependents the engine skips.
+// The last run's state comes from the engine's builtin `pulumi:pulumi:readStackResourceOutputs`
+// (components/outcome.ts `lastOutputs`), which the mock answers with the Fleet's registered outputs.
 import * as pulumi from "@pulumi/pulumi";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseBundle, rolloutToken } from "../render/bundle";
 import { renderHost, SCRIPT_FILE } from "../render/files";
 import { fleetFromConfigMap } from "../config/stack";
 import { Fleet } from "./fleet";
-import type { HostStatus } from "./host";
+import { Host, type HostStatus } from "./host";
 import { fleetProgram } from "./program";
 
 // nix/push-bootstrap.sh is the script engineer's; these tests need only some text to embed.
@@ -33,12 +35,15 @@ interface Created {
   dependsOn: pulumi.Resource[];
 }
 
+/** The Fleet component of `fleetProgram` in the mocked stack "test" of project "nixfleet". */
+const FLEET_URN = "urn:pulumi:test::nixfleet::pulumi:pulumi:Stack$nixfleet:index:Fleet::fleet";
+
 /**
  * Runs `program` under mocks. Commands named in `failing` fail; commands of hosts in `skipped` are
- * skipped (as the engine skips dependents of a failed resource). `previous` is the stack's last
- * `hosts` output, which the self StackReference returns.
+ * skipped (as the engine skips dependents of a failed resource). `previous` is the Fleet's `status`
+ * output in the stack's last state.
  */
-async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: { failing?: string[]; skipped?: string[]; previous?: Record<string, unknown> } = {}) {
+async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: { failing?: string[]; skipped?: string[]; previous?: Record<string, unknown>; last?: Record<string, unknown> } = {}) {
   const created: Created[] = [];
   const byName = new Map<string, Created>();
   pulumi.runtime.setMocks(
@@ -47,9 +52,6 @@ async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: 
         const c = byName.get(args.name) ?? { type: args.type, name: args.name, inputs: args.inputs, dependsOn: [] };
         c.inputs = args.inputs;
         if (!byName.has(args.name)) created.push(c), byName.set(args.name, c);
-        if (args.type === "pulumi:pulumi:StackReference") {
-          return { id: args.name, state: { name: args.inputs.name, outputs: opts.previous ? { hosts: opts.previous } : {} } };
-        }
         const hostName = args.name.split("-").slice(-2, -1)[0];
         const fails = opts.failing?.includes(args.name) || opts.skipped?.includes(hostName);
         if (args.type !== "command:remote:Command" || fails) return { id: `${args.name}-id`, state: args.inputs };
@@ -62,7 +64,12 @@ async function run(program: () => Record<string, pulumi.Output<unknown>>, opts: 
         }
         return { id: `${args.name}-id`, state: { ...args.inputs, stdout, stderr: "" } };
       },
-      call: (args) => args.inputs,
+      call: (args) => {
+        if (args.token !== "pulumi:pulumi:readStackResourceOutputs") return args.inputs;
+        expect(args.inputs.stackName).toBe("organization/nixfleet/test");
+        const last = { ...(opts.previous ? { [FLEET_URN]: { type: "nixfleet:index:Fleet", outputs: { status: opts.previous } } } : {}), ...opts.last };
+        return { name: args.inputs.stackName, outputs: last };
+      },
     },
     "nixfleet",
     "test",
@@ -234,6 +241,37 @@ describe("outputs survive failure", () => {
     const previous: Record<string, HostStatus> = { pi: { role: "pi", wave: 2, result: "failed", step: "confirm", bundle: "x", retry: 0, retryNeeded: true } };
     const { outputs } = await run(fleetProgram, { failing: ["fleet-malphas-deploy"], skipped: ["lilith", "griefling", "pi"], previous });
     expect(outputs.hosts.pi).toMatchObject({ result: "skipped", retry: 0, retryNeeded: true, stoppedWave: 0 });
+  });
+});
+
+describe("without plumbing", () => {
+  it("a Host made alone reads its own last status: a failed confirm deploys again with retry 1", async () => {
+    vi.spyOn(pulumi.log, "error").mockImplementation(async () => undefined);
+    const solo = () => ({ status: new Host("solo", { ...hosts[2], wave: undefined, privateKey: pulumi.secret("k") }).status });
+    const first = await run(solo, { failing: ["solo-confirm"] });
+    expect(first.outputs.status).toMatchObject({ result: "failed", step: "confirm", retry: 0, retryNeeded: true });
+    const urn = "urn:pulumi:test::nixfleet::pulumi:pulumi:Stack$nixfleet:index:Host::solo";
+    const second = await run(solo, { last: { [urn]: { type: "nixfleet:index:Host", outputs: { status: first.outputs.status } } } });
+    expect(second.byName.get("solo-deploy")!.inputs.create).toContain("AUTO_UPGRADE_RETRY=1 ");
+    expect(second.outputs.status).toMatchObject({ result: "success", retry: 1, retryNeeded: false });
+    // Another resource's outputs are not this Host's.
+    const other = await run(solo, { last: { [urn.replace("::solo", "::other")]: { type: "nixfleet:index:Host", outputs: { status: first.outputs.status } } } });
+    expect(other.byName.get("solo-deploy")!.inputs.create).not.toContain("AUTO_UPGRADE_RETRY");
+  });
+
+  it("Fleet.isInstance and Host.isInstance tell the components apart, also across copies of the package", async () => {
+    let fleet: Fleet | undefined;
+    await run(() => {
+      fleet = new Fleet("home", { hosts: hosts.slice(0, 1), privateKey: pulumi.secret("k") });
+      return { s: fleet.status };
+    });
+    const host = fleet!.hosts.malphas;
+    expect([Fleet.isInstance(fleet), Host.isInstance(host), Fleet.isInstance(host), Host.isInstance(fleet)]).toEqual([true, true, false, false]);
+    expect([Fleet.isInstance({}), Host.isInstance(null), Host.isInstance(host.deploy)]).toEqual([false, false, false]);
+    // Another copy's class: the brand is a global symbol, not this module's class.
+    const copy = Object.create(null) as Record<symbol, unknown>;
+    copy[Symbol.for("nixfleet:index:Host")] = true;
+    expect(Host.isInstance(copy)).toBe(true);
   });
 });
 

@@ -10,23 +10,23 @@
  * Only confirm has `triggers` ([deploy.stdout]), so it runs again for every new rollout.
  *
  * Healing: if the host rolled back after deploy succeeded (no confirmation arrived), confirm fails,
- * but deploy's inputs are unchanged, so the engine would never run it again. The Host therefore
- * reads its own entry of the stack's last outputs (`previous`): when that says confirm failed, the
- * retry number goes up by one, which changes deploy's command (`AUTO_UPGRADE_RETRY`) and with it
- * the rollout token (`<T>-r<N>`), so the next plain `pulumi up` deploys again. A successful or
- * unchanged host keeps its number: a no-op `up` runs nothing.
+ * but deploy's inputs are unchanged, so the engine would never run it again. Each Host registers its
+ * `status` as its outputs, and the next run reads them back from the stack's last state (a Host in a
+ * Fleet gets them from the Fleet, which reads them once): when they say confirm failed, the retry
+ * number goes up by one, which changes deploy's command (`AUTO_UPGRADE_RETRY`) and with it the
+ * rollout token (`<T>-r<N>`), so the next plain `pulumi up` deploys again. Nothing to wire in the
+ * user's program. A successful or unchanged host keeps its number: a no-op `up` runs nothing.
  */
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import type { ResolvedHost } from "../config/resolve";
 import { sha256 } from "../render/bundle";
 import { shellQuote } from "../render/shell";
-import { argsSource, resolveArgs, type FleetSpec, type HostContext, type HostSpec, type TimeoutArgs } from "./args";
-import { fleetContext } from "./context";
+import type { FleetSpec, HostSpec, TimeoutArgs } from "./args";
+import { argsSource, FROM_FLEET, resolveArgs, type HostContext } from "./validate";
+import { ended, lastOutputs } from "./outcome";
 import { hostCommands, parseDeployOutput } from "./remote";
 
-// The commands of one host, for tools that replay them over plain ssh (scripts/bench-fleet.ts).
-export { hostCommands } from "./remote";
 import { TYPES } from "./tokens";
 
 /**
@@ -50,16 +50,24 @@ export interface HostArgs extends HostSpec {
   readonly timeouts?: TimeoutArgs;
   /** Hosts of the previous wave: this host's deploy starts after all of them confirmed. Defaults to none. */
   readonly after?: readonly Host[];
-  /** This host's status from the stack's last outputs, for retries and skipped hosts. Defaults to none (no healing). */
-  readonly previous?: pulumi.Input<HostStatus | undefined>;
 }
 
+/** A Host made by a Fleet: its args carry the Fleet's validation (see FROM_FLEET). */
+type FleetHostArgs = HostArgs & { readonly [FROM_FLEET]?: HostContext };
 
-function ownContext(name: string, args: HostArgs): HostContext {
-  const { privateKey: _k, roles, timeouts, after: _a, previous: _p, ...spec } = args;
+/** A Host a user makes validates its own args; its last status it reads itself (`last` undefined). */
+function ownContext(name: string, args: HostArgs): Omit<HostContext, "last"> & { last?: pulumi.Output<unknown>; warnings: readonly string[] } {
+  const { privateKey: _k, roles, timeouts, after: _a, ...spec } = args;
   const source = argsSource(`args of Host ${JSON.stringify(name)}`, true);
   const r = resolveArgs({ hosts: [spec], roles, timeouts }, source);
-  return { known: r.known.hosts[0], resolved: r.resolved.apply((f) => f.hosts[0]), timeouts: r.known.timeouts, source };
+  return { known: r.known.hosts[0], resolved: r.resolved.apply((f) => f.hosts[0]), timeouts: r.known.timeouts, source, warnings: r.known.warnings };
+}
+
+/** A status read back from state, or undefined when it is not one (first run, another version's shape). */
+export function asHostStatus(v: unknown): HostStatus | undefined {
+  if (v === null || typeof v !== "object") return undefined;
+  const s = v as Partial<HostStatus>;
+  return typeof s.result === "string" && typeof s.retry === "number" && typeof s.retryNeeded === "boolean" ? (s as HostStatus) : undefined;
 }
 
 /** What one host reports after `pulumi up`, also when it failed; never secrets. */
@@ -94,20 +102,6 @@ export interface HostStatus {
 /** The retry number this run uses, from the last run's status. */
 export const nextRetry = (prev: HostStatus | undefined) => (prev ? (prev.retry ?? 0) + (prev.retryNeeded ? 1 : 0) : 0);
 
-/**
- * The value of `o` once its resource finished, or `undefined` when the resource failed or was skipped.
- * Verified with the real engine (3.248, `--continue-on-error`): a failed or skipped resource's outputs
- * are UNKNOWN, so `apply` never runs and anything built on them (the stack output) is dropped. The
- * SDK-internal `promise()` (pinned @pulumi/pulumi 3.248.0) yields `undefined` for them instead.
- * During preview, unknown means "not run yet" and stays unknown.
- */
-export function settled<T>(o: pulumi.Output<T>): pulumi.Output<T | undefined> {
-  if (pulumi.runtime.isDryRun()) return o;
-  const promise = (o as unknown as { promise?: () => Promise<T> }).promise;
-  if (typeof promise !== "function") throw new Error("nixfleet: this @pulumi/pulumi has no Output.promise(); pin @pulumi/pulumi 3.248.0");
-  return pulumi.output(promise.call(o).catch(() => undefined)) as pulumi.Output<T | undefined>;
-}
-
 const cut = (s: string, n = 300) => (s.length > n ? `${s.slice(0, n)}…` : s);
 
 /** The confirm's stdout: status.json as one line. */
@@ -124,14 +118,29 @@ function parseConfirm(stdout: string): Partial<HostStatus> {
   }
 }
 
+const HOST_BRAND = Symbol.for(TYPES.host);
+
 export class Host extends pulumi.ComponentResource {
+  /**
+   * Whether `obj` is a Host, also one made by another copy of nixfleet in the same program (an
+   * `instanceof` check fails across copies).
+   */
+  public static isInstance(obj: unknown): obj is Host {
+    return typeof obj === "object" && obj !== null && (obj as Record<symbol, unknown>)[HOST_BRAND] === true;
+  }
+
   public readonly deploy: command.remote.Command;
   public readonly confirm: command.remote.Command;
+  /** Result, validated/golden path, needsReboot; for a failed host which step and why. Also the component's registered output. */
   public readonly status: pulumi.Output<HostStatus>;
 
   constructor(name: string, args: HostArgs, opts?: pulumi.ComponentResourceOptions) {
+    // Validated before the component exists: bad args create nothing.
+    const ctx: HostContext | ReturnType<typeof ownContext> = (args as FleetHostArgs)[FROM_FLEET] ?? ownContext(name, args);
     super(TYPES.host, name, {}, opts);
-    const ctx = fleetContext.get(args) ?? ownContext(name, args);
+    Object.defineProperty(this, HOST_BRAND, { value: true });
+    // A Fleet logs its own config's warnings once; a Host alone logs its own.
+    if ("warnings" in ctx) for (const w of ctx.warnings) void pulumi.log.warn(w, this);
     const { known: host, resolved, timeouts } = ctx;
     if (args.hostKey === undefined) {
       const key = ctx.source.keyPath(["hosts", host.index, "hostKey"]);
@@ -158,12 +167,12 @@ export class Host extends pulumi.ComponentResource {
       dialErrorLimit: DIAL_ERROR_LIMIT,
       perDialTimeout: PER_DIAL_TIMEOUT,
     };
-    const previous = pulumi.output(args.previous);
+    // This host's status from the last run: how a failed confirm heals and a skipped host keeps its facts.
+    const previous = (ctx.last ?? lastOutputs(this).apply((o) => o?.status)).apply(asHostStatus);
     const retry = previous.apply((p) => nextRetry(p));
     const cmds = pulumi.all([resolved, retry]).apply(([h, r]) => hostCommands(h, timeouts, r));
     const bundleId = cmds.apply((c) => sha256(c.bundle).slice(0, 16));
     const common = { connection, logging: "stdoutAndStderr" as const, addPreviousOutputInEnv: false };
-
     this.deploy = new command.remote.Command(
       `${name}-deploy`,
       // The bundle as stdin: rendered files are text in it, so `preview --diff` shows the Nix lines.
@@ -175,10 +184,9 @@ export class Host extends pulumi.ComponentResource {
       { ...common, create: pulumi.all([cmds, this.deploy.stdout]).apply(([c, out]) => c.confirm(out)), triggers: [this.deploy.stdout] },
       { parent: this, dependsOn: [this.deploy] },
     );
-
     const upstream = pulumi.all((args.after ?? []).map((h) => h.status));
     this.status = pulumi
-      .all([settled(this.deploy.stdout), settled(this.confirm.stdout), previous, retry, bundleId, upstream])
+      .all([ended(this.deploy.stdout), ended(this.confirm.stdout), previous, retry, bundleId, upstream])
       .apply(([deployed, confirmed, prev, r, bundle, before]): HostStatus => {
         const base = { role: host.role, wave: host.push.wave, bundle, retry: r };
         // After a failure the host runs the system it had (rolled back): its last golden one.
@@ -215,7 +223,7 @@ export class Host extends pulumi.ComponentResource {
         }
         return { ...base, ...facts, ...parseConfirm(confirmed), result: "success", retryNeeded: false };
       });
-    // Nothing in the component's own state: the status is the stack output already (state stays small).
-    this.registerOutputs({});
+    // In the state: the next run reads it back (healing), and tools see each host's last result.
+    this.registerOutputs({ status: this.status });
   }
 }

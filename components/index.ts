@@ -1,18 +1,11 @@
 /**
- * The package's root export (`import { Fleet } from "nixfleet"`): the components, their args, the
- * config schema and resolver, the renderer and the agent check. Importing it creates nothing; this
- * repository's own `index.ts` is one program built on it (`fleetProgram`).
+ * The package's root export (`import { Fleet } from "nixfleet"`): the two components, their args and
+ * status types, and the error bad args throw. Importing it creates nothing. Config and render helpers
+ * are behind `nixfleet/config` and `nixfleet/render`; this repository's own program (`program.ts`) and
+ * the agent check are not exported. Nothing here reaches zod's types, so a strict CommonJS project
+ * without `esModuleInterop` or `skipLibCheck` compiles against it.
  */
-export * from "./args";
-export * from "./fleet";
-export * from "./host";
-export * from "./program";
-export * from "./tokens";
-export * from "./agent";
-export * from "../config/schema";
-export * from "../config/resolve";
-export * from "../config/stack";
-export * from "../render/nix";
-export * from "../render/shell";
-export * from "../render/files";
-export * from "../render/bundle";
+export { Fleet, type FleetArgs } from "./fleet";
+export { Host, type HostArgs, type HostStatus } from "./host";
+export type { FleetSpec, HostSpec, RoleArgs, TimeoutArgs, UpgradeSettings } from "./args";
+export { ConfigError } from "../config/errors";

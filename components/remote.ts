@@ -5,12 +5,10 @@
  */
 import type { ResolvedHost, Timeouts } from "../config/resolve";
 import { DEFAULT_TIMEOUTS } from "../config/schema";
+import { boundSeconds, TABLE } from "../config/table";
 import { renderBundle, rolloutToken, sha256 } from "../render/bundle";
 import { bootstrapText, renderHost, SCRIPT_FILE } from "../render/files";
 import { shellCommand, shellEnv, shellQuote as q } from "../render/shell";
-
-/** Slack on top of the phase bounds: staging and checking files, the settings check, SSH set-up. */
-export const MARGIN_SECONDS = 60;
 
 /** Runs `command` as root: as is for root, through passwordless sudo otherwise (the provider has no PTY). */
 export function asRoot(user: string, command: string): string {
@@ -22,24 +20,22 @@ export function asRoot(user: string, command: string): string {
  * push mode checks these against the validated system, so they must match it exactly.
  */
 export function moduleEnv(host: ResolvedHost): Record<string, string> {
-  const s = host.settings;
-  return {
-    AUTO_UPGRADE_BRANCH: s.branch,
-    AUTO_UPGRADE_COMMIT: String(s.hostCanCommitConfig),
+  const env: Record<string, string> = {
     AUTO_UPGRADE_CONFIG_PATH: host.configPath,
     AUTO_UPGRADE_FLAKE_HOST: host.name,
-    AUTO_UPGRADE_HEALTH_CHECK: String(s.healthCheck),
-    AUTO_UPGRADE_HEALTH_TIMEOUT: String(s.healthTimeout),
-    AUTO_UPGRADE_HEALTH_UNITS: s.healthUnits.join(" "),
-    AUTO_UPGRADE_HOOKS: s.preUpdateHooks.join(" "),
-    AUTO_UPGRADE_REMOTE: s.remote,
-    AUTO_UPGRADE_REQUIRED_HOOKS: s.requiredHooks.join(" "),
-    AUTO_UPGRADE_STATE_DIR: host.stateDir,
+    [TABLE.host.stateDir.env!]: host.stateDir,
     // Empty: the script takes the owner of the checkout.
     AUTO_UPGRADE_USER: host.configOwner ?? "",
-    AUTO_UPGRADE_VALIDATE: String(s.preUpdateValidation),
   };
+  // Every setting the table gives a variable, written as the module writes it (auto-upgrade.nix `envValue`).
+  for (const [name, spec] of Object.entries(TABLE.settings)) {
+    if (spec.env !== undefined) env[spec.env] = envValue(host.settings[name as keyof typeof host.settings]);
+  }
+  return Object.fromEntries(Object.entries(env).sort(([a], [b]) => a.localeCompare(b)));
 }
+
+/** A setting as the environment carries it: lists space-separated, booleans and numbers as text. */
+const envValue = (v: unknown) => (Array.isArray(v) ? v.join(" ") : String(v));
 
 /**
  * Everything push mode hands the script: the module's settings plus the deployer's own (phase bounds
@@ -51,31 +47,25 @@ export function moduleEnv(host: ResolvedHost): Record<string, string> {
  * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
  */
 export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {
-  return {
-    ...moduleEnv(host),
-    AUTO_UPGRADE_COMMIT_TIMEOUT: String(timeouts.commit),
-    AUTO_UPGRADE_CONFIRM_TIMEOUT: String(host.push.confirmTimeout),
-    AUTO_UPGRADE_HOOKS_TIMEOUT: String(timeouts.hooks),
-    AUTO_UPGRADE_LEASE_WAIT: String(timeouts.lease),
-    AUTO_UPGRADE_SWITCH_TIMEOUT: String(timeouts.switch),
-    AUTO_UPGRADE_VALIDATE_TIMEOUT: String(timeouts.validate),
-    ...(retry > 0 ? { AUTO_UPGRADE_RETRY: String(retry) } : {}),
-  };
+  const env: Record<string, string> = { ...moduleEnv(host), [TABLE.push.confirmTimeout.env!]: String(host.push.confirmTimeout) };
+  for (const [name, spec] of Object.entries(TABLE.timeouts)) env[spec.env!] = String(timeouts[name as keyof Timeouts]);
+  if (retry > 0) env.AUTO_UPGRADE_RETRY = String(retry);
+  return env;
 }
 
+/** The values a bound's terms name, for one host. */
+const boundValues = (host: ResolvedHost, t: Timeouts) => ({ ...t, healthTimeout: host.settings.healthTimeout, confirmTimeout: host.push.confirmTimeout });
+
 /**
- * Seconds `<host>-deploy` may run: more than the sum of the script's own bounds for the push (lease wait,
- * settling an interrupted activation, `git add`, hooks, build, closure diff 120 s, systemd-run 60 s, the
- * activator's test + health gate + 60 s), so the script, not `timeout`, reports what took too long.
+ * Seconds `<host>-deploy` may run (auto-upgrade.json `bounds.deploy`): more than the script's own bounds
+ * for the push, so the script, not `timeout`, reports what took too long.
  */
-export const deployBound = (host: ResolvedHost, t: Timeouts) =>
-  t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + t.switch + host.settings.healthTimeout + 60 + MARGIN_SECONDS;
+export const deployBound = (host: ResolvedHost, t: Timeouts) => boundSeconds("deploy", boundValues(host, t));
 /**
- * Seconds `<host>-confirm` may run: more than the script's own wait (confirmation window, profile and boot
- * entry, commit-back: confirmTimeout + 2 × switch + 4 × commit + 60), the lease hand-back (10 s) and a
- * retried commit-back (4 × commit + 60), so a slow commit-back is reported by the host, not cut off.
+ * Seconds `<host>-confirm` may run (auto-upgrade.json `bounds.confirm`): more than the script's own wait,
+ * the lease hand-back and a retried commit-back, so a slow commit-back is reported by the host, not cut off.
  */
-export const confirmBound = (host: ResolvedHost, t: Timeouts) => host.push.confirmTimeout + 2 * t.switch + 8 * t.commit + 130 + MARGIN_SECONDS;
+export const confirmBound = (host: ResolvedHost, t: Timeouts) => boundSeconds("confirm", boundValues(host, t));
 
 /** `<host>-deploy`: the bootstrap reads the bundle from stdin and runs the staged script's `push`. */
 export function deployCommand(host: ResolvedHost, timeouts: Timeouts, retry = 0): string {

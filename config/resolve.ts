@@ -3,40 +3,29 @@
  * then the stack's `roles` settings, then the host's own overrides. A custom role starts from the
  * built-in defaults of the preset it names (not from the stack's settings for that preset).
  */
+import { TABLE, type SettingSpec } from "./table";
 import { ConfigError, DEFAULT_TIMEOUTS, pushShape, ROLES, settingsShape, STACK_CONFIG, type FleetConfig, type HostConfig, type Preset, type PushSettings, type Role, type Settings, type Source } from "./schema";
 
 export type FullSettings = Required<Settings>;
 export type FullPushSettings = Required<PushSettings>;
 export type Timeouts = { readonly [K in keyof typeof DEFAULT_TIMEOUTS]: number };
 
-const CHEZMOI_HOOK = "chezmoi-pre-update.service";
+const defaults = (group: Readonly<Record<string, SettingSpec>>) => Object.fromEntries(Object.entries(group).map(([k, s]) => [k, s.default]));
 
-const common: FullSettings = {
-  preUpdateValidation: true,
-  preUpdateHooks: [CHEZMOI_HOOK],
-  requiredHooks: [],
-  hostCanCommitConfig: false,
-  branch: "main",
-  remote: "origin",
-  schedule: "04:00",
-  randomizedDelaySec: "30min",
-  healthCheck: true,
-  healthUnits: [],
-  healthTimeout: 120,
-  onFailure: [],
-};
+/** The module's defaults (auto-upgrade.json), which the presets start from. */
+const common = defaults(TABLE.settings) as FullSettings;
 
 /** deploy-rs confirms within 30 s by default; nixfleet matches it. One wave unless the stack says. */
-export const PUSH_DEFAULTS: FullPushSettings = { confirmTimeout: 30, wave: 0 };
+export const PUSH_DEFAULTS = defaults(TABLE.push) as FullPushSettings;
 
-/** The plan's role defaults: desktops and laptops commit back, servers and Pis are pull-only; all validate and run the chezmoi hook. */
+/** Where a host keeps its state unless the stack says (auto-upgrade.json `host.stateDir`). */
+export const DEFAULT_STATE_DIR = TABLE.host.stateDir.default as string;
+
+/** The plan's role defaults (auto-upgrade.json `presets`): desktops and laptops commit back, servers and Pis are pull-only; all run the chezmoi hook. */
 // Indexable by any role name (undefined for a custom one): callers holding a plain string can look up.
-export const ROLE_DEFAULTS: Readonly<Record<Preset, FullSettings>> & Readonly<Partial<Record<string, FullSettings>>> = {
-  desktop: { ...common, hostCanCommitConfig: true },
-  laptop: { ...common, hostCanCommitConfig: true },
-  server: { ...common },
-  pi: { ...common, schedule: "Sun 04:00" },
-};
+export const ROLE_DEFAULTS: Readonly<Record<Preset, FullSettings>> & Readonly<Partial<Record<string, FullSettings>>> = Object.fromEntries(
+  ROLES.map((r) => [r, { ...common, ...TABLE.presets[r] } as FullSettings]),
+) as Record<Preset, FullSettings>;
 
 export interface ResolvedHost {
   /** Position in `nixfleet:hosts`, for messages that name the config key. */
@@ -64,6 +53,21 @@ export interface ResolvedHost {
 export interface ResolvedFleet {
   readonly hosts: readonly ResolvedHost[];
   readonly timeouts: Timeouts;
+  /** Settings that are set but deprecated, each naming the key and why (the components log them). */
+  readonly warnings: readonly string[];
+}
+
+/** A line per deprecated setting the config sets (auto-upgrade.json `deprecated`), naming its key. */
+export function deprecations(cfg: FleetConfig, source: Source = STACK_CONFIG): string[] {
+  const lines: string[] = [];
+  const check = (where: PropertyKey[], values: Settings) => {
+    for (const [name, spec] of Object.entries(TABLE.settings)) {
+      if (spec.deprecated !== undefined && values[name as keyof Settings] !== undefined) lines.push(`${source.keyPath([...where, name])} is deprecated: ${spec.deprecated}`);
+    }
+  };
+  for (const [role, s] of Object.entries(cfg.roles ?? {})) check(["roles", role], s ?? {});
+  cfg.hosts.forEach((h, i) => check(["hosts", i], h));
+  return lines;
 }
 
 const SETTING_KEYS = Object.keys(settingsShape) as (keyof Settings)[];
@@ -108,7 +112,7 @@ function resolveHost(cfg: FleetConfig, host: HostConfig, index: number): Resolve
     hostKey: host.hostKey,
     configPath: host.configPath,
     configOwner: host.configOwner,
-    stateDir: host.stateDir ?? "/var/lib/auto-upgrade",
+    stateDir: host.stateDir ?? DEFAULT_STATE_DIR,
     roleSettings: role,
     overrides,
     settings: { ...role, ...overrides },
@@ -131,5 +135,5 @@ export function resolveFleet(cfg: FleetConfig, source: Source = STACK_CONFIG): R
     if (missing.length > 0) issues.push(`${source.keyPath(["roles", role, "requiredHooks"])}: ${missing.join(", ")} not in the role's preUpdateHooks`);
   }
   if (issues.length > 0) throw new ConfigError(issues, source.what);
-  return { hosts, timeouts: { ...DEFAULT_TIMEOUTS, ...cfg.timeouts } };
+  return { hosts, timeouts: { ...DEFAULT_TIMEOUTS, ...cfg.timeouts }, warnings: deprecations(cfg, source) };
 }

@@ -5,12 +5,11 @@
  * shell as data: the printer and the quoting make values safe, the schema makes them *sane*.
  */
 import { z } from "zod";
+import { TABLE, type SettingSpec } from "./table";
+import { ConfigError, ROLES, STACK_CONFIG, type KeyPath, type Preset, type Source } from "./errors";
 
-/** The built-in roles (presets), each with the plan's defaults (see `ROLE_DEFAULTS`). */
-export const ROLES = ["desktop", "laptop", "server", "pi"] as const;
-export type Preset = (typeof ROLES)[number];
-/** A role name: a preset, or a role defined in `roles` (which names the preset it starts from). */
-export type Role = string;
+export { ConfigError, configKeyPath, ROLES, STACK_CONFIG, type KeyPath, type Preset, type Role, type Source } from "./errors";
+
 const isPreset = (r: string): r is Preset => (ROLES as readonly string[]).includes(r);
 
 // systemd.unit(5) names, the same rule as the module's assertion and the script's UNIT_RE: letters,
@@ -109,31 +108,28 @@ const withProblem = (problem: (s: string) => string | undefined) =>
 const pattern = (re: RegExp, allowed: string) =>
   z.string().refine((s) => s.length <= 1000 && re.test(s), { error: (iss) => `${show(iss.input)} is not allowed; ${allowed}` });
 
-/** The upgrade settings a role sets and a host may override. All optional here; defaults come from the role. */
+/** A whole number within the table's bounds for `spec`. */
+const bounded = (spec: SettingSpec) => intIn(spec.min!, spec.max!, spec.type === "seconds" ? " of seconds" : "");
+const S = TABLE.settings;
+
+/**
+ * The upgrade settings a role sets and a host may override. All optional here; defaults come from the
+ * role. Each setting's type, bounds, default and doc are in auto-upgrade.json (config/table.ts): the
+ * validators here are per type, and test/settings-table.test.ts checks that every setting of the
+ * table has one of the table's type, and no other.
+ */
 export const settingsShape = {
-  /** Build the new system before switching; a failed build deploys nothing. */
   preUpdateValidation: bool().optional(),
-  /** systemd units started, in order, before the upgrade. */
   preUpdateHooks: unitList.optional(),
-  /** Hooks that must exist on the host; a missing one fails the upgrade instead of warning. */
   requiredHooks: unitList.optional(),
-  /** The host commits and pushes its local config changes after a successful switch. */
   hostCanCommitConfig: bool().optional(),
-  /** Branch pulled (timer) and pushed (commit-back). */
   branch: withProblem(branchProblem).optional(),
-  /** Git remote name. */
   remote: pattern(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, "allowed: a git remote name of letters, digits and ._-").optional(),
-  /** systemd calendar expression for the timer. */
   schedule: pattern(CALENDAR, "allowed: a systemd calendar expression such as \"04:00\" or \"Sun *-*-* 03:00\"").optional(),
-  /** systemd time span spread added to the timer. */
   randomizedDelaySec: pattern(DURATION, "allowed: a systemd time span such as \"30min\" or \"0\"").optional(),
-  /** Run the health gate after activation (failed units, health units). */
   healthCheck: bool().optional(),
-  /** systemd units that must start and not be failed after activation. */
   healthUnits: unitList.optional(),
-  /** Seconds for the whole health gate. */
-  healthTimeout: intIn(1, 3600, " of seconds").optional(),
-  /** systemd units started when a timer run fails or rolls back (e.g. a mail or ntfy unit). */
+  healthTimeout: bounded(S.healthTimeout).optional(),
   onFailure: unitList.optional(),
 };
 
@@ -142,10 +138,8 @@ export const settingsShape = {
  * confirmation, and the rollout wave. Per role, overridable per host.
  */
 export const pushShape = {
-  /** Seconds the activator waits for the deployer's confirmation before rolling back. Defaults to 30. */
-  confirmTimeout: intIn(5, 3600, " of seconds").optional(),
-  /** Rollout wave: wave k+1 starts only after every host of wave k confirmed. Defaults to 0. */
-  wave: intIn(0, 1000, "").optional(),
+  confirmTimeout: bounded(TABLE.push.confirmTimeout).optional(),
+  wave: bounded(TABLE.push.wave).optional(),
 };
 
 const settings = z.strictObject(settingsShape);
@@ -195,24 +189,31 @@ const host = z.strictObject({
 });
 export type HostConfig = z.infer<typeof host>;
 
-const seconds = intIn(1, 86_400, " of seconds");
+const T = TABLE.timeouts;
 
 /**
- * Bounds of the remote phases (docs/rollout.md §3): the script runs each under `timeout`; the
- * deploy and confirm commands are bounded by their sums (the provider ignores customTimeouts).
+ * Bounds of the remote phases (docs/rollout.md §3, auto-upgrade.json `timeouts`): the script runs
+ * each under `timeout`; the deploy and confirm commands are bounded by the table's sums (the
+ * provider ignores customTimeouts).
  */
-export const DEFAULT_TIMEOUTS = { lease: 120, hooks: 900, validate: 3600, switch: 600, commit: 300 } as const;
+export const DEFAULT_TIMEOUTS = {
+  lease: T.lease.default as number,
+  hooks: T.hooks.default as number,
+  validate: T.validate.default as number,
+  switch: T.switch.default as number,
+  commit: T.commit.default as number,
+} as const;
 
 const fleetObject = z.strictObject({
   // Every key is checked (superRefine below): a record of enum keys alone would skip `__proto__`.
   roles: z.record(z.string(), roleObject).optional(),
   hosts: z.array(host).min(1, { error: "list at least one host" }).max(1000, { error: "at most 1000 hosts per stack" }),
   timeouts: z.strictObject({
-    lease: seconds.optional(),
-    hooks: seconds.optional(),
-    validate: seconds.optional(),
-    switch: seconds.optional(),
-    commit: seconds.optional(),
+    lease: bounded(T.lease).optional(),
+    hooks: bounded(T.hooks).optional(),
+    validate: bounded(T.validate).optional(),
+    switch: bounded(T.switch).optional(),
+    commit: bounded(T.commit).optional(),
   }).optional(),
 });
 
@@ -244,7 +245,7 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
       ctx.addIssue({ code: "custom", path: ["hosts", i, "address"], message: `${show(endpoint)} is already hosts[${same}]'s address and port; each host must be a different machine` });
     }
     endpoints.set(endpoint, i);
-    const state = h.stateDir ?? "/var/lib/auto-upgrade";
+    const state = h.stateDir ?? (TABLE.host.stateDir.default as string);
     // Only between two otherwise valid paths: "/" is already refused on its own.
     const bothValid = stateDirProblem(state) === undefined && h.configPath !== "/";
     if (bothValid && (inside(state, h.configPath) || inside(h.configPath, state))) {
@@ -253,38 +254,6 @@ export const fleetConfigSchema = fleetObject.superRefine((cfg, ctx) => {
   });
 });
 export type FleetConfig = z.infer<typeof fleetConfigSchema>;
-
-/** Thrown for invalid stack config or component args; `issues` are lines like `nixfleet:hosts[2].preUpdateHooks[0]: …`. */
-export class ConfigError extends Error {
-  constructor(
-    readonly issues: string[],
-    what = "nixfleet stack config",
-  ) {
-    super(`invalid ${what}:\n  ${issues.join("\n  ")}`);
-    this.name = "ConfigError";
-  }
-}
-
-/** `["hosts", 2, "preUpdateHooks", 0]` → `nixfleet:hosts[2].preUpdateHooks[0]`, the key `pulumi config set --path` takes. */
-export function configKeyPath(path: readonly PropertyKey[]): string {
-  let out = "nixfleet";
-  path.forEach((seg, i) => {
-    if (typeof seg === "number") out += `[${seg}]`;
-    else out += i === 0 ? `:${String(seg)}` : `.${String(seg)}`;
-  });
-  return out;
-}
-
-/** How an issue names its field: `configKeyPath` for stack config, a component's own for its args. */
-export type KeyPath = (path: readonly PropertyKey[]) => string;
-
-/** Where the values came from, for error messages: stack config by default. */
-export interface Source {
-  readonly keyPath: KeyPath;
-  /** "nixfleet stack config", `args of Fleet "home"`, … */
-  readonly what: string;
-}
-export const STACK_CONFIG: Source = { keyPath: configKeyPath, what: "nixfleet stack config" };
 
 /** Parses the `nixfleet:*` config values (already decoded from YAML/JSON) or throws a ConfigError naming every bad field. */
 export function parseFleetConfig(raw: unknown, source: Source = STACK_CONFIG): FleetConfig {

@@ -19,6 +19,15 @@ export function fleetFromConfigMap(map: Record<string, unknown>): ResolvedFleet 
 
 /** The parsed (validated per field, not yet resolved) `nixfleet:*` config: the shape `Fleet` takes. */
 export function configFromConfigMap(map: Record<string, unknown>): FleetConfig {
+  return parseFleetConfig(rawConfigFromMap(map));
+}
+
+/**
+ * The `nixfleet:*` values as data (JSON text decoded), not yet validated: unknown keys and values
+ * that are not structured are refused here, everything else is the schema's job (the Fleet's, in
+ * the program: validation happens once).
+ */
+export function rawConfigFromMap(map: Record<string, unknown>): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   const issues: string[] = [];
   for (const [key, value] of Object.entries(map)) {
@@ -31,7 +40,7 @@ export function configFromConfigMap(map: Record<string, unknown>): FleetConfig {
     }
   }
   if (issues.length > 0) throw new ConfigError(issues);
-  return parseFleetConfig(raw);
+  return raw;
 }
 
 function parseJson(key: string, text: string, issues: string[]): unknown {

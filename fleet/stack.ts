@@ -56,7 +56,7 @@ export function demoConfig(fleet: SimFleet, stackFile = path.join(REPO, "stacks"
 /**
  * `--parallel` for a fleet of `hosts`: every host's deploy (and later its confirm) must find a slot at
  * once, or a fleet upgrades in batches (the default is 4 × CPUs, 8 on a 2-core deployer). Each host
- * has 2 commands + its component; +4 for the fleet, the stack and the self StackReference. Capped at
+ * has 2 commands + its component; +4 for the fleet, the stack and headroom. Capped at
  * 256: every running command holds an SSH connection (and file descriptors) in the provider, and the
  * real provider keeps connections open until it exits; 256 keeps that under a default 1024 fd limit.
  */

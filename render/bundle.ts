@@ -13,11 +13,11 @@
  */
 import { createHash } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { MODULE_FILE, SCRIPT_FILE, type RenderedFile } from "./files";
+import { MODULE_FILE, SCRIPT_FILE, TABLE_FILE, type RenderedFile } from "./files";
 
 export const BUNDLE_MAGIC = "nixfleet-bundle 1";
 /** Files sent compressed; everything else is sent as text. */
-const GZIPPED: ReadonlySet<string> = new Set([MODULE_FILE, SCRIPT_FILE]);
+const GZIPPED: ReadonlySet<string> = new Set([MODULE_FILE, SCRIPT_FILE, TABLE_FILE]);
 const REL_PATH = /^[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/;
 
 export type Encoding = "text" | "gzip-base64";

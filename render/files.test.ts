@@ -140,9 +140,10 @@ describe("renderHostSettings", () => {
 describe("renderHost", () => {
   const h = host({ configOwner: "evie", randomizedDelaySec: "1h" }, { desktop: { preUpdateHooks: ["chezmoi-pre-update.service", "flatpak-update.service"] } });
 
-  it("gives the four files, sorted by path", () => {
+  it("gives the five files, sorted by path", () => {
     expect(renderHost(h).map((f) => f.path)).toEqual([
       "hosts/malphas/nixfleet.nix",
+      "modules/services/system/auto-upgrade.json",
       "modules/services/system/auto-upgrade.nix",
       "modules/services/system/auto-upgrade.sh",
       "roles/form-desktop.nix",
@@ -174,7 +175,9 @@ describe("renderHost", () => {
   });
 
   it("starts every file with the header (after the shebang) and ends it with one newline", () => {
-    for (const f of renderHost(h)) {
+    // JSON has no comments: the settings table carries its notice as its first key instead.
+    expect(JSON.parse(renderHost(h).find((f) => f.path.endsWith(".json"))!.content)["//"]).toMatch(/^installed by nixfleet — do not edit/);
+    for (const f of renderHost(h).filter((f) => !f.path.endsWith(".json"))) {
       const first = f.content.startsWith("#!") ? f.content.split("\n")[1] : f.content.split("\n")[0];
       expect(first, f.path).toBe(f.path.startsWith("modules/") ? SHIPPED : HEADER);
       expect(f.content.endsWith("\n") && !f.content.endsWith("\n\n"), f.path).toBe(true);

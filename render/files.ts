@@ -17,6 +17,8 @@ export interface RenderedFile {
 
 export const MODULE_FILE = "modules/services/system/auto-upgrade.nix";
 export const SCRIPT_FILE = "modules/services/system/auto-upgrade.sh";
+/** The settings table the module reads (`builtins.fromJSON`); JSON has no comments, so it carries its notice as a key. */
+export const TABLE_FILE = "modules/services/system/auto-upgrade.json";
 export const roleFile = (role: Role) => `roles/form-${role}.nix`;
 export const hostFile = (host: string) => `hosts/${host}/nixfleet.nix`;
 
@@ -30,6 +32,7 @@ const shippedText = new Map<string, string>();
 function shipped(file: string): RenderedFile {
   let text = shippedText.get(file);
   if (text === undefined) shippedText.set(file, (text = readFileSync(join(NIX_DIR, file), "utf8")));
+  if (file.endsWith(".json")) return { path: file, content: text };
   // The script keeps its shebang first so it stays runnable as a file.
   const content = text.startsWith("#!")
     ? text.replace(/\n/, `\n# ${SHIPPED_HEADER}\n`)
@@ -116,6 +119,7 @@ export function renderHost(host: ResolvedHost): RenderedFile[] {
   return [
     shipped(MODULE_FILE),
     shipped(SCRIPT_FILE),
+    shipped(TABLE_FILE),
     renderRole(host.role, host.roleSettings),
     renderHostSettings(host),
   ].sort((a, b) => a.path.localeCompare(b.path));

@@ -15,7 +15,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { Stack } from "@pulumi/pulumi/automation";
 import { fleetFromConfigMap } from "../config/stack";
-import { hostCommands } from "../components/host";
+import { hostCommands } from "../components/remote";
 import { hostMemory, hostPath, sshArgs, startFleet, type SimFleet } from "../fleet/fleet";
 import { fleetStack, setFleetConfig } from "../fleet/stack";
 import { configFor, sessions, withRoles } from "../test/e2e/harness";

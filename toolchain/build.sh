@@ -4,8 +4,9 @@
 #   PATH="$(toolchain/build.sh):$PATH"
 #
 # The last line on stdout is the bin dir holding `pulumi` and `pulumi-resource-command`; everything else goes to
-# stderr. Versions come from package.json (@pulumi/pulumi for the CLI, @pulumi/command for the provider, whose
-# plugin version must match it exactly). Binaries are cached outside the repo in
+# stderr. Versions come from package.json's devDependencies, the exact versions this repository installs and tests
+# with (@pulumi/pulumi for the CLI, @pulumi/command for the provider, whose plugin version must match it exactly);
+# the package itself takes them as caret-range peer dependencies. Binaries are cached outside the repo in
 #   ${NIXFLEET_TOOLCHAIN_DIR:-$HOME/.cache/nixfleet/toolchain/pulumi-v<X>_command-v<Y>}/bin
 # and rebuilt only when a version or the provider source changes. Needs Go (>= 1.25) and a Go module proxy.
 #
@@ -24,15 +25,15 @@ repo="$(dirname "$here")"
 log() { printf 'toolchain: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-dep_version() { # dep_version <npm package> -> exact version pinned in package.json
+dep_version() { # dep_version <npm package> -> exact version pinned in package.json's devDependencies
 	local v
 	if command -v node >/dev/null 2>&1; then
-		v="$(node -e 'const p=require(process.argv[1]); process.stdout.write((p.dependencies||{})[process.argv[2]]||"")' \
+		v="$(node -e 'const p=require(process.argv[1]); process.stdout.write((p.devDependencies||{})[process.argv[2]]||"")' \
 			"$repo/package.json" "$1")"
 	else
-		v="$(jq -r --arg d "$1" '.dependencies[$d] // ""' "$repo/package.json")"
+		v="$(jq -r --arg d "$1" '.devDependencies[$d] // ""' "$repo/package.json")"
 	fi
-	[[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "package.json must pin $1 to an exact version (found '${v}')"
+	[[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "package.json must pin $1 to an exact version in devDependencies (found '${v}')"
 	printf '%s' "$v"
 }
 

@@ -100,9 +100,9 @@ describe("nixfleet render: golden files", () => {
     const run = await cli(["render", "--stack", "golden", "--stacks-dir", "test/golden", "--out", out]);
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/^rendered 16 files for stack golden into /);
+    expect(run.stdout).toMatch(/^rendered 20 files for stack golden into /);
 
-    // The shipped module and script are nixfleet's source with a header, the same for every host
+    // The shipped module, script and settings table are nixfleet's source (module and script with a header), the same for every host
     // (render/files.test.ts pins that); the golden tree holds what is rendered from the config.
     const source = (f: string) => readFileSync(join(REPO, "nix", f), "utf8");
     for (const file of listFiles(out).filter((f) => f.includes("/modules/"))) {

@@ -121,6 +121,9 @@ describe("host settings override the role's lib.mkDefault values", () => {
       AUTO_UPGRADE_REMOTE: "upstream",
     });
     expect(r.timer.timerConfig).toEqual({ OnCalendar: "Sat *-*-* 03:30:00", Persistent: true, RandomizedDelaySec: "0" });
+    // preUpdateValidation = false is deprecated: the module says so and why, and only then.
+    expect(mustEval(systemExpr(dir, "desk2", "cfg.warnings"))).toEqual([expect.stringMatching(/preUpdateValidation = false changes nothing and is deprecated: the build always comes first/)]);
+    expect(mustEval(systemExpr(checkout({ name: "desk3", role: "desktop" }), "desk3", "cfg.warnings"))).toEqual([]);
   });
 
   it("a server host turns commit-back on and drops the hooks", () => {
@@ -224,9 +227,9 @@ describe("health gate and onFailure options", () => {
     expect(r.service.unitConfig.OnFailure).toBe("notify@auto-upgrade.service");
   });
 
-  it("healthTimeout must be a positive integer", () => {
+  it("healthTimeout must be a whole number of seconds within the table's bounds (1 to 3600)", () => {
     expect(evalFailure(withModule(host("hg2"), "hg2", `{ ${OPT}.healthTimeout = 0; }`, UNITS)))
-      .toContain(`A definition for option \`${OPT}.healthTimeout' is not of type \`positive integer, meaning >0'`);
+      .toContain(`A definition for option \`${OPT}.healthTimeout' is not of type \`integer between 1 and 3600 (both inclusive)'`);
   });
 
   it("healthUnits and onFailure must be unit names", () => {

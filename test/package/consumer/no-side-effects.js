@@ -1,7 +1,7 @@
 // Plain Node (CommonJS, no tsx): `require("nixfleet")` under Pulumi mocks must register no resource.
 // A Fleet named "probe" is constructed afterwards and waited for: every registration has happened by
 // then, and it shows the mocks see resources. Anything not the probe's came from the import.
-// Prints one JSON line.
+// Prints one JSON line: also the root exports and the subpaths' exports.
 const pulumi = require("@pulumi/pulumi");
 const created = [];
 pulumi.runtime.setMocks({ newResource: (a) => (created.push(`${a.type}::${a.name}`), { id: a.name, state: a.inputs }), call: (a) => a.inputs }, "p", "s", false);
@@ -20,9 +20,9 @@ async function main() {
   const onImport = notProbe();
   const onConstruct = created.filter((t) => /::probe(-|$)/.test(t));
   const tsx = Object.keys(require.cache).filter((k) => k.includes("/tsx/"));
-  const wanted = ["Fleet", "Host", "parseFleetConfig", "resolveFleet", "fleetConfigSchema", "renderHost", "printNix", "staleAgentSocket", "fleetProgram"];
-  const missing = wanted.filter((k) => nixfleet[k] === undefined);
-  process.stdout.write(`${JSON.stringify({ onImport, onConstruct, tsx, missing, resolved: require.resolve("nixfleet") })}\n`);
+  const config = Object.keys(require("nixfleet/config")).sort();
+  const render = Object.keys(require("nixfleet/render")).sort();
+  process.stdout.write(`${JSON.stringify({ onImport, onConstruct, tsx, exports: Object.keys(nixfleet).sort(), config, render, resolved: require.resolve("nixfleet") })}\n`);
 }
 main().catch((e) => {
   process.stderr.write(`no-side-effects: ${e && e.stack}\n`);

@@ -9,7 +9,7 @@
 #      systemd does not order them among themselves), and the script stops if one failed, or if
 #      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
-#   3. validate (`preUpdateValidation`): `nix build` of `nixosConfigurations.<flakeHost>`; the
+#   3. validate (always): `nix build` of `nixosConfigurations.<flakeHost>`; the
 #      result is kept, GC-rooted, under `stateDir`. A failed build changes nothing on the host.
 #   4. activate exactly that validated store path (never a fresh evaluation), safely:
 #      `switch-to-configuration test`, then the health gate (`healthCheck`), and only then the
@@ -18,7 +18,7 @@
 #   5. commit-back (`hostCanCommitConfig`): commit the checkout's changes to tracked files (e.g. an
 #      updated flake.lock), rebase onto the remote branch, push; a failed push is a warning.
 #
-# The options added by nixfleet: `preUpdateValidation` (validate before switching, default on),
+# The options added by nixfleet: `preUpdateValidation` (deprecated: the build always comes first),
 # `preUpdateHooks` (units started before the update, in order), `hostCanCommitConfig` (commit-back,
 # default off), and the safe-activation gate: `healthCheck`, `healthUnits`, `healthTimeout`, and
 # `onFailure` (units systemd starts when a timer run fails or rolls back).
@@ -33,6 +33,10 @@
 #
 # Enabling nixpkgs' own `system.autoUpgrade` as well is refused: two upgraders would race.
 #
+# The settings a role sets and a host overrides (their names, types, defaults, docs and AUTO_UPGRADE_*
+# variables) are declared from ./auto-upgrade.json, nixfleet's one table of settings and time bounds,
+# which the TypeScript library reads too. Only the host facts (configPath, user, flakeHost) are here.
+#
 # This file is static source shipped verbatim to every host; it holds no user values. A host's
 # values live in `roles/form-<role>.nix` (lib.mkDefault) and `hosts/<host>/nixfleet.nix`.
 { config, lib, pkgs, ... }:
@@ -42,7 +46,10 @@ let
 
   inherit (lib)
     mkOption mkEnableOption mkIf types
-    concatStringsSep boolToString subtractLists hasPrefix mapAttrs replaceStrings;
+    concatStringsSep boolToString subtractLists hasPrefix mapAttrs replaceStrings
+    filterAttrs mapAttrs' nameValuePair optionalAttrs;
+
+  table = builtins.fromJSON (builtins.readFile ./auto-upgrade.json);
 
   # The runtime of nixpkgs' own upgrade service (nixos/modules/tasks/auto-upgrade.nix: nix, ssh for
   # git remotes, git, coreutils, gzip) plus what the script calls: flock/runuser/setsid/logger,
@@ -75,6 +82,21 @@ let
   # systemd expands specifiers in `Environment=` (`%H` is the host name): `%%` is a literal `%`.
   escapeSpecifiers = v: if builtins.isString v then replaceStrings [ "%" ] [ "%%" ] v else v;
 
+  # The table's setting types as option types. Calendar expressions and time spans become lines of the
+  # timer unit, so they must be one line.
+  optionType = s:
+    if s.type == "bool" then types.bool
+    else if s.type == "units" then types.listOf unitName
+    else if s.type == "seconds" then types.ints.between s.min s.max
+    else if s.type == "calendar" || s.type == "timespan" then types.singleLineStr
+    else types.nonEmptyStr;
+  settingOption = s: mkOption ({ type = optionType s; inherit (s) default; description = s.doc; }
+    // optionalAttrs (s ? example) { inherit (s) example; });
+
+  # A setting as the environment carries it (the same rule as components/remote.ts `envValue`).
+  envValue = v: if builtins.isList v then concatStringsSep " " v else if builtins.isBool v then boolToString v else toString v;
+  settingsEnv = mapAttrs' (n: s: nameValuePair s.env (envValue cfg.${n})) (filterAttrs (_: s: s ? env) table.settings);
+
   stockUpgradeEnabled = lib.attrByPath [ "system" "autoUpgrade" "enable" ] false config;
 
   missingRequired = subtractLists cfg.preUpdateHooks cfg.requiredHooks;
@@ -83,7 +105,7 @@ let
   quoteList = xs: concatStringsSep ", " (map (x: "\"${x}\"") xs);
 in
 {
-  options.myModules.services.system.autoUpgrade = {
+  options.myModules.services.system.autoUpgrade = mapAttrs (_: settingOption) table.settings // {
     enable = mkEnableOption "nixfleet's validated automatic upgrades (timer + `auto-upgrade` service)";
 
     configPath = mkOption {
@@ -114,121 +136,9 @@ in
       description = "Name of the `nixosConfigurations.<name>` output to build and switch to.";
     };
 
-    remote = mkOption {
-      type = types.nonEmptyStr;
-      default = "origin";
-      example = "upstream";
-      description = "git remote that `git pull` and commit-back use.";
-    };
-
-    branch = mkOption {
-      type = types.nonEmptyStr;
-      default = "main";
-      example = "stable";
-      description = "Branch that `git pull` and commit-back use.";
-    };
-
-    schedule = mkOption {
-      # One line: it becomes `OnCalendar=` in the timer unit.
-      type = types.singleLineStr;
-      default = "04:00";
-      example = "Sat *-*-* 03:30:00";
-      description = ''
-        When the timer runs, as a systemd calendar expression (`OnCalendar=`, see
-        {manpage}`systemd.time(7)`). Missed runs happen at next boot (`Persistent=true`).
-      '';
-    };
-
-    randomizedDelaySec = mkOption {
-      type = types.singleLineStr;
-      default = "30min";
-      example = "0";
-      description = ''
-        Random delay added to each run (`RandomizedDelaySec=`), so a fleet does not pull and build
-        at the same second. A systemd time span, e.g. `"45min"`; `"0"` disables it.
-      '';
-    };
-
-    preUpdateValidation = mkOption {
-      type = types.bool;
-      default = true;
-      example = false;
-      description = ''
-        Build the new system (`nix build`) before switching, keep that build GC-rooted under
-        `stateDir`, and switch to exactly that store path. A failed build leaves the host unchanged.
-      '';
-    };
-
-    preUpdateHooks = mkOption {
-      type = types.listOf unitName;
-      default = [ ];
-      example = [ "chezmoi-pre-update.service" ];
-      description = ''
-        systemd units started, in this order, before the update (e.g. syncing dotfiles). The
-        service is also ordered `After=` and `Wants=` them. A hook unit that does not exist is a
-        warning unless it is listed in `requiredHooks`. Full unit names, e.g. `backup.service`.
-      '';
-    };
-
-    requiredHooks = mkOption {
-      type = types.listOf unitName;
-      default = [ ];
-      example = [ "chezmoi-pre-update.service" ];
-      description = ''
-        Hooks that must exist and succeed: the update stops before changing anything if one of
-        them is missing. Every entry must also be listed in `preUpdateHooks`.
-      '';
-    };
-
-    hostCanCommitConfig = mkOption {
-      type = types.bool;
-      default = false;
-      example = true;
-      description = ''
-        After a successful switch, commit local changes of the checkout and push them to
-        `remote`/`branch` (commit-back). A failed push is a warning, not a failed upgrade.
-      '';
-    };
-
-    healthCheck = mkOption {
-      type = types.bool;
-      default = true;
-      example = false;
-      description = ''
-        After `switch-to-configuration test` of the validated system, check its health before making
-        it the boot default: no unit that was active before may have failed, every unit in
-        `healthUnits` must be active, and (timer runs) `remote` must still be reachable. A failed
-        check re-activates the previous system; profile and boot entry never moved.
-      '';
-    };
-
-    healthUnits = mkOption {
-      type = types.listOf unitName;
-      default = [ ];
-      example = [ "nginx.service" "postgresql.service" ];
-      description = "systemd units that must be active (and not failed) after the new system is activated.";
-    };
-
-    healthTimeout = mkOption {
-      type = types.ints.positive;
-      default = 120;
-      example = 300;
-      description = "Seconds the whole health check may take; past it the check fails and the host rolls back.";
-    };
-
-    onFailure = mkOption {
-      type = types.listOf unitName;
-      default = [ ];
-      example = [ "notify-admin@auto-upgrade.service" ];
-      description = ''
-        systemd units started when a timer run fails or rolls back (`OnFailure=` of
-        `auto-upgrade.service`), e.g. a unit that sends a mail or an ntfy message.
-      '';
-    };
-
     stateDir = mkOption {
       type = types.nonEmptyStr;
-      default = "/var/lib/auto-upgrade";
+      inherit (table.host.stateDir) default;
       description = ''
         Where the script keeps `status.json` (the machine-readable record of the last run) and the
         GC-rooted `validated` link to the build it validated.
@@ -255,6 +165,9 @@ in
         message = "myModules.services.system.autoUpgrade and nixpkgs' system.autoUpgrade are both enabled: two upgraders (auto-upgrade.service and nixos-upgrade.service) would switch this host independently. Set system.autoUpgrade.enable = false; nixfleet's timer replaces it.";
       }
     ];
+
+    warnings = lib.optional (!cfg.preUpdateValidation)
+      "myModules.services.system.autoUpgrade.preUpdateValidation = false changes nothing and is deprecated: ${table.settings.preUpdateValidation.deprecated}.";
 
     # `auto-upgrade status` (and the other steps) for the admin; git because push mode runs in an SSH
     # session, whose PATH is the system's (a stock NixOS system has no git).
@@ -284,17 +197,8 @@ in
           AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
           # Empty: the script takes the owner of the checkout.
           AUTO_UPGRADE_USER = if cfg.user == null then "" else cfg.user;
-          AUTO_UPGRADE_REMOTE = cfg.remote;
-          AUTO_UPGRADE_BRANCH = cfg.branch;
-          AUTO_UPGRADE_HOOKS = concatStringsSep " " cfg.preUpdateHooks;
-          AUTO_UPGRADE_REQUIRED_HOOKS = concatStringsSep " " cfg.requiredHooks;
-          AUTO_UPGRADE_VALIDATE = boolToString cfg.preUpdateValidation;
-          AUTO_UPGRADE_COMMIT = boolToString cfg.hostCanCommitConfig;
-          AUTO_UPGRADE_STATE_DIR = cfg.stateDir;
-          AUTO_UPGRADE_HEALTH_CHECK = boolToString cfg.healthCheck;
-          AUTO_UPGRADE_HEALTH_UNITS = concatStringsSep " " cfg.healthUnits;
-          AUTO_UPGRADE_HEALTH_TIMEOUT = toString cfg.healthTimeout;
-        }
+          ${table.host.stateDir.env} = cfg.stateDir;
+        } // settingsEnv
       );
     };
 
