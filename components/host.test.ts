@@ -5,7 +5,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseBundle, rolloutToken } from "../render/bundle";
-import { renderHost, SCRIPT_FILE } from "../render/files";
+import { renderHost } from "../render/files";
 import { fleetFromConfigMap } from "../config/stack";
 import { Fleet } from "./fleet";
 import type { HostStatus } from "./host";
@@ -141,20 +141,20 @@ describe("a host is exactly two remote commands", () => {
     expect(d.triggers).toBeUndefined(); // changes are updates, never replacements
   });
 
-  it("confirm: a new command after deploy, triggered by deploy's output, runs the sha-checked installed script with the token", async () => {
+  it("confirm: a new command after deploy, triggered by deploy's output, runs the agent deploy built (a store path, checked) with the token", async () => {
     const { byName } = await run(fleetProgram);
     const deploy = byName.get("fleet-malphas-deploy")!;
     const confirm = byName.get("fleet-malphas-confirm")!;
     expect(await Promise.all(confirm.dependsOn.map(urnName))).toEqual(["fleet-malphas-deploy"]);
     const token = rolloutToken(deploy.inputs.stdin);
     expect(confirm.inputs.triggers).toEqual([expect.stringContaining(`"rollout":"${token}"`)]);
-    const sha = parseBundle(deploy.inputs.stdin).find((f) => f.path === SCRIPT_FILE)!.sha256;
-    // The root-owned copy in the state dir, never the checkout's (its owner could swap it after the check).
-    expect(confirm.inputs.create).toMatch(new RegExp(`^printf '%s  %s\\\\n' ${sha} /var/lib/auto-upgrade/auto-upgrade.sh \\| sha256sum -c --status - \\|\\| `));
-    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* bash /var/lib/auto-upgrade/auto-upgrade.sh confirm ${token}$`));
-    expect(confirm.inputs.create).not.toContain(`/home/evie/nix-config/${SCRIPT_FILE} confirm`);
+    // The agent deploy rooted in the state dir, a Nix store path: never a file of the checkout (its owner
+    // could swap it after a check).
+    expect(confirm.inputs.create).toMatch(/^case \$\(readlink -f -- \/var\/lib\/auto-upgrade\/agent\/bin\/nixfleet-agent\) in \/nix\/store\/\*\) ;; \*\) echo .* exit 3 ;; esac; /);
+    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* /var/lib/auto-upgrade/agent/bin/nixfleet-agent confirm ${token}$`));
+    expect(confirm.inputs.create).not.toContain("/home/evie/nix-config/");
     // A path with a space stays one word, quoted again for sudo's `sh -c`.
-    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/var\/lib\/auto upgrade\/auto-upgrade\.sh'\\'' confirm [0-9a-f]{16}'$/s);
+    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/var\/lib\/auto upgrade\/agent\/bin\/nixfleet-agent'\\'' confirm [0-9a-f]{16}'$/s);
   });
 
   it("connection bounds are explicit", async () => {

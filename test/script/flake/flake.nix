@@ -10,6 +10,8 @@
 #   sw/<name>                     packages in the system's closure: derivations named <name>-<version>
 #                                 (what `nix store diff-closures` compares by name and version): hello
 #                                 (helloKiB KiB of padding, so its size changes too) and `packages`
+# nixosConfigurations.<host>.pkgs.buildGoModule: a SIMULATED buildGoModule over the deployer's Go (see there),
+# with which nix/push-bootstrap.sh builds the agent.
 # hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
 # activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; hello ? "2.10"; helloKiB ? 0;
 # packages ? {}; breakRemote ? ""; }
@@ -76,7 +78,27 @@
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };
+      # SIMULATED nixpkgs.buildGoModule (nixpkgs is not available offline): the same call, built by the
+      # deployer's own Go (the first one found of /usr/local/go, /usr/lib/go, /usr/bin), offline, with a
+      # cold build cache each time as on a host. Enough for a standard-library-only module (vendorHash = null).
+      buildGoModule = { pname, version, src, subPackages ? [ "." ], ldflags ? [ ], vendorHash ? null, ... }:
+        assert vendorHash == null;
+        derivation {
+          name = "${pname}-${version}";
+          system = "x86_64-linux";
+          builder = "/bin/sh";
+          inherit src;
+          packages = toString subPackages;
+          flags = toString ldflags;
+          args = [ "-c" ''
+            set -e
+            for go in /usr/local/go/bin/go /usr/lib/go/bin/go /usr/bin/go; do [ -x "$go" ] && break; done
+            export HOME="$TMPDIR" GOCACHE="$TMPDIR/cache" GOPATH="$TMPDIR/gopath" GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-trimpath CGO_ENABLED=0
+            cd "$src"
+            for p in $packages; do "$go" build -ldflags "$flags" -o "$out/bin/" "./$p"; done
+          '' ];
+        };
     in {
-      nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value.config.system.build.toplevel = system n; }) names);
+      nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value = { config.system.build.toplevel = system n; pkgs = { inherit buildGoModule; }; }; }) names);
     };
 }
