@@ -108,4 +108,6 @@ in
   openssh = standIn "openssh" "ssh";
   systemd = standIn "systemd" "systemctl";
   util-linux = standIn "util-linux" "flock";
+  # SIMULATED: the machine's own Go (see go.nix).
+  buildGoModule = import ./go.nix { inherit system; };
 }

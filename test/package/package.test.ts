@@ -70,7 +70,9 @@ describe("the packed package in a user's project", () => {
     const files = (await fs.readdir(root, { recursive: true })).map(String);
     expect(files).toContain(path.join("dist", "components", "index.js"));
     expect(files).toContain(path.join("dist", "components", "index.d.ts"));
-    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "auto-upgrade.sh"));
+    // The agent's source: every host builds it (push-bootstrap.sh, the module's buildGoModule).
+    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "agent", "package.nix"));
+    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "agent", "cmd", "nixfleet-agent", "main.go"));
     expect(files).toContain(path.join("dist", "nix", "push-bootstrap.sh"));
     expect(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
     expect(files.filter((f) => f.endsWith(".test.js"))).toEqual([]);

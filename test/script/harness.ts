@@ -145,6 +145,7 @@ export function makeHost(config: HostConfig = {}, extraEnv: Record<string, strin
   gitAs(cfg, "remote", "add", "origin", origin);
   writeAsOwner(path.join(cfg, "flake.nix"), fs.readFileSync(path.join(FLAKE, "flake.nix"), "utf8"));
   writeAsOwner(path.join(cfg, "switch-to-configuration.sh"), fs.readFileSync(path.join(FLAKE, "switch-to-configuration.sh"), "utf8"));
+  writeAsOwner(path.join(cfg, "build-go-module.nix"), fs.readFileSync(path.join(REPO, "test/nixos-lite/go.nix"), "utf8"));
   writeAsOwner(path.join(cfg, "flake.lock"), '{"nodes":{"root":{}},"root":"root","version":7}\n');
   writeHostConfig({ cfg } as Host, config);
   writeAsOwner(path.join(cfg, "hosts", HOST, "nixfleet.nix"), settingsNix(env));

@@ -104,7 +104,7 @@ describe("usage and settings", () => {
     for (const args of [["switch"], ["validate"], ["confirm", "../../x"], ["activate"]]) {
       const r = await run([agent(h), ...args], h.env);
       expect(r.code, args.join(" ")).toBe(2);
-      expect(r.stderr).toMatch(/usage: auto-upgrade run \| push STAGE/);
+      expect(r.stderr).toMatch(/usage: nixfleet-agent run \| push STAGE/);
     }
   });
 });

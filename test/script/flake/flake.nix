@@ -78,26 +78,8 @@
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };
-      # SIMULATED nixpkgs.buildGoModule (nixpkgs is not available offline): the same call, built by the
-      # deployer's own Go (the first one found of /usr/local/go, /usr/lib/go, /usr/bin), offline, with a
-      # cold build cache each time as on a host. Enough for a standard-library-only module (vendorHash = null).
-      buildGoModule = { pname, version, src, subPackages ? [ "." ], ldflags ? [ ], vendorHash ? null, ... }:
-        assert vendorHash == null;
-        derivation {
-          name = "${pname}-${version}";
-          system = "x86_64-linux";
-          builder = "/bin/sh";
-          inherit src;
-          packages = toString subPackages;
-          flags = toString ldflags;
-          args = [ "-c" ''
-            set -e
-            for go in /usr/local/go/bin/go /usr/lib/go/bin/go /usr/bin/go; do [ -x "$go" ] && break; done
-            export HOME="$TMPDIR" GOCACHE="$TMPDIR/cache" GOPATH="$TMPDIR/gopath" GOTOOLCHAIN=local GOPROXY=off GOFLAGS=-trimpath CGO_ENABLED=0
-            cd "$src"
-            for p in $packages; do "$go" build -ldflags "$flags" -o "$out/bin/" "./$p"; done
-          '' ];
-        };
+      # SIMULATED nixpkgs.buildGoModule over the deployer's Go: nixos-lite's (copied here by the harness).
+      buildGoModule = import ./build-go-module.nix { system = "x86_64-linux"; };
     in {
       nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value = { config.system.build.toplevel = system n; pkgs = { inherit buildGoModule; }; }; }) names);
     };

@@ -24,7 +24,7 @@ import (
 
 func usage(msg string) int {
 	tool.Log("auto-upgrade: " + msg)
-	tool.Log("usage: auto-upgrade run | push STAGE | activate TOKEN | confirm TOKEN | status [STATE_DIR]")
+	tool.Log("usage: nixfleet-agent run | push STAGE | activate TOKEN | confirm TOKEN | status [STATE_DIR]")
 	return 2
 }
 
