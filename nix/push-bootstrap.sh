@@ -6,12 +6,15 @@
 # stage). Any problem: exit 1 with a one-line reason, nothing written outside the stage and the store.
 # Kept small: its text is stored per host.
 set -euo pipefail
-stage=""
+stage="" home=""
 die() {
   printf 'nixfleet bootstrap: %s\n' "$1" >&2
   [[ -z $stage ]] || rm -rf -- "$stage"
+  [[ -z $home ]] || rm -rf -- "$home"
   exit 1
 }
+# A gone SSH session (SIGHUP) or a stop during the build leaves no stage behind (the agent removes it later).
+trap 'die "stopped by a signal"' HUP INT TERM
 readonly AGENT=modules/services/system/agent
 bundle=$(cat && printf x) || die "cannot read the bundle from stdin"
 bundle=${bundle%x}
@@ -58,14 +61,25 @@ token=${sum:0:16}
 # reference. Nix's git reads the user's checkout read-only (no locks, safe.directory for root).
 cfg=${AUTO_UPGRADE_CONFIG_PATH:-} host=${AUTO_UPGRADE_FLAKE_HOST:-}
 [[ $cfg == /* && $cfg != *[#?]* && -n $host ]] || die "AUTO_UPGRADE_CONFIG_PATH (absolute, no '#' or '?') and AUTO_UPGRADE_FLAKE_HOST are required to build the agent"
+# Nix >= 2.20 reads a checkout another user owns only if the building user's ~/.gitconfig trusts it: the build
+# gets a HOME of its own (a temp dir: its .gitconfig includes the real one and trusts this checkout), so
+# root's own config is never changed. The XDG dirs stay the real HOME's (Nix's config and cache).
+real=${HOME:-/root} envs=()
+if [[ $(stat -c %u -- "$cfg" 2>/dev/null) != "$(id -u)" ]]; then
+  home=$(mktemp -d -t nixfleet-home.XXXXXX) || die "mktemp -d failed"
+  printf '[include]\n\tpath = %s/.gitconfig\n[safe]\n\tdirectory = %s\n' "$real" "$cfg" >"$home/.gitconfig" || die "cannot write $home/.gitconfig"
+  envs=("HOME=$home" "XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$real/.config}" "XDG_CACHE_HOME=${XDG_CACHE_HOME:-$real/.cache}")
+fi
 # shellcheck disable=SC2016 # a Nix expression: its ${…} are Nix's
 expr='{ cfg, host, src }: import (/. + src + "/package.nix") { inherit ((builtins.getFlake ("git+file://" + cfg)).nixosConfigurations.${host}.pkgs) buildGoModule; }'
 started=$SECONDS
-if ! out=$(GIT_OPTIONAL_LOCKS=0 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="$cfg" timeout 900 \
+if ! out=$(env "${envs[@]}" GIT_OPTIONAL_LOCKS=0 GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0="$cfg" timeout 900 \
   nix --extra-experimental-features 'nix-command flakes' build --impure --out-link "$stage/.agent" \
   --argstr cfg "$cfg" --argstr host "$host" --argstr src "$stage/$AGENT" --expr "$expr" 2>&1); then
   printf '%s\n' "$out" | tail -n 5 | cut -c 1-400 >&2
   die "building the agent ($AGENT) failed"
 fi
+[[ -z $home ]] || rm -rf -- "$home"
 printf 'nixfleet bootstrap: agent %s (%s s)\n' "$(readlink -- "$stage/.agent")" "$((SECONDS - started))" >&2
+trap - HUP INT TERM
 NIXFLEET_ROLLOUT=$token exec "$stage/.agent/bin/nixfleet-agent" push "$stage"

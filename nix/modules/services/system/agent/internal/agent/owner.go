@@ -2,8 +2,11 @@ package agent
 
 import (
 	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +19,10 @@ func (r *Run) resolveOwner() error {
 	fi, err := os.Stat(cfg)
 	if err != nil || !fi.IsDir() {
 		return r.fail("%s (AUTO_UPGRADE_CONFIG_PATH) is not a directory", cfg)
+	}
+	// A stock NixOS system has no git (the timer's unit brings its own; a push session has the system's PATH).
+	if _, err := exec.LookPath("git"); err != nil {
+		return r.fail("git is not on this host's PATH (%s): nixfleet adds the files it writes to the checkout with git (a flake sees tracked files only). Add it to the host's configuration once (environment.systemPackages = [ pkgs.git ]; in hosts/%s/configuration.nix), rebuild the host (nixos-rebuild switch), then run pulumi up again. Nothing was changed", os.Getenv("PATH"), r.S.FlakeHost)
 	}
 	r.owner = r.S.Owner
 	if r.owner == "" {
@@ -79,4 +86,40 @@ func (r *Run) gitArgv(args ...string) []string {
 func (r *Run) gitRun(args ...string) (ok bool, res toolResult, err error) {
 	res, err = r.tool(r.S.CommitTimeout, r.gitArgv(args...)...)
 	return res.OK(), res, err
+}
+
+// buildHomeEnv: Nix >= 2.20 reads the checkout with libgit2, which refuses a repository another user owns
+// unless the building user's ~/.gitconfig trusts it (it ignores GIT_CONFIG_COUNT and GIT_CONFIG_GLOBAL;
+// checked with Nix 2.26). Rather than adding the checkout to root's own ~/.gitconfig for good (a silent,
+// global change that would outlive nixfleet), the build gets a HOME of its own in the state dir: its
+// .gitconfig includes the real one and trusts exactly this checkout; the XDG dirs stay the real HOME's, so
+// Nix's own user config and cache are unchanged. Nothing when the checkout is this user's.
+func (r *Run) buildHomeEnv() ([]string, error) {
+	if r.owner == r.me {
+		return nil, nil
+	}
+	real := os.Getenv("HOME")
+	if real == "" {
+		real = "/root"
+	}
+	home := filepath.Join(r.S.StateDir, "build-home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		return nil, err
+	}
+	text := fmt.Sprintf("# nixfleet: the HOME of its nix builds (see the agent, buildHomeEnv)\n[include]\n\tpath = %s/.gitconfig\n[safe]\n\tdirectory = %s\n", real, r.S.ConfigPath)
+	tmp := filepath.Join(home, ".gitconfig.new")
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, filepath.Join(home, ".gitconfig")); err != nil {
+		return nil, err
+	}
+	xdg := func(name, fallback string) string {
+		if v := os.Getenv(name); v != "" {
+			return name + "=" + v
+		}
+		return name + "=" + real + fallback
+	}
+	return []string{"HOME=" + home, xdg("XDG_CONFIG_HOME", "/.config"), xdg("XDG_CACHE_HOME", "/.cache"),
+		xdg("XDG_DATA_HOME", "/.local/share"), xdg("XDG_STATE_HOME", "/.local/state")}, nil
 }

@@ -40,13 +40,18 @@ func (r *Run) validate() error {
 	if v, err := strconv.Atoi(os.Getenv("GIT_CONFIG_COUNT")); err == nil && v > 0 {
 		n = v
 	}
+	home, err := r.buildHomeEnv()
+	if err != nil {
+		return r.fail("cannot prepare the build's HOME in %s: %v", r.S.StateDir, err)
+	}
 	ref := fmt.Sprintf("%s#nixosConfigurations.%q.config.system.build.toplevel", r.S.ConfigPath, r.S.FlakeHost)
 	argv := append(append([]string{"nix"}, nixFlags...), "build", "--no-write-lock-file", "--out-link", r.P.Validated, "--", ref)
 	res, err := r.toolSpec(tool.Spec{
 		Bound: secs(r.S.ValidateTimeout),
 		Argv:  argv,
-		Env: []string{"GIT_OPTIONAL_LOCKS=0", fmt.Sprintf("GIT_CONFIG_COUNT=%d", n+1),
-			fmt.Sprintf("GIT_CONFIG_KEY_%d=safe.directory", n), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", n, r.S.ConfigPath)},
+		// GIT_CONFIG_*: for git itself (older Nix runs git); the build HOME: for libgit2 (Nix >= 2.20).
+		Env: append(home, "GIT_OPTIONAL_LOCKS=0", fmt.Sprintf("GIT_CONFIG_COUNT=%d", n+1),
+			fmt.Sprintf("GIT_CONFIG_KEY_%d=safe.directory", n), fmt.Sprintf("GIT_CONFIG_VALUE_%d=%s", n, r.S.ConfigPath)),
 	})
 	if err != nil {
 		return err
