@@ -108,6 +108,7 @@ in
   openssh = standIn "openssh" "ssh";
   systemd = standIn "systemd" "systemctl";
   util-linux = standIn "util-linux" "flock";
-  # SIMULATED: the machine's own Go (see go.nix).
-  buildGoModule = import ./go.nix { inherit system; };
+  # SIMULATED: the machine's own Go (see go.nix). Tag nixfleet_sim_root: this simulation's agent reads
+  # AUTO_UPGRADE_ROOT (the sim root of a fleet host); the real build never does.
+  buildGoModule = args: import ./go.nix { inherit system; } (args // { tags = (args.tags or [ ]) ++ [ "nixfleet_sim_root" ]; });
 }

@@ -78,8 +78,9 @@
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };
-      # SIMULATED nixpkgs.buildGoModule over the deployer's Go: nixos-lite's (copied here by the harness).
-      buildGoModule = import ./build-go-module.nix { system = "x86_64-linux"; };
+      # SIMULATED nixpkgs.buildGoModule over the deployer's Go: nixos-lite's (copied here by the harness), with
+      # the tag that makes this test host's agent read AUTO_UPGRADE_ROOT (the real build never does).
+      buildGoModule = args: import ./build-go-module.nix { system = "x86_64-linux"; } (args // { tags = (args.tags or [ ]) ++ [ "nixfleet_sim_root" ]; });
     in {
       nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value = { config.system.build.toplevel = system n; pkgs = { inherit buildGoModule; }; }; }) names);
     };

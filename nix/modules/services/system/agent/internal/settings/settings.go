@@ -46,8 +46,9 @@ type Settings struct {
 	Hooks           []string
 	RequiredHooks   []string
 	HealthUnits     []string
-	// Root prefixes /run/current-system, /run/booted-system, /nix/var/nix/profiles/system and /boot.
-	// SIMULATION ONLY: empty on real hosts; the simulated fleet and test/script set it (AUTO_UPGRADE_ROOT).
+	// Root prefixes /run/current-system, /run/booted-system and /nix/var/nix/profiles/system.
+	// SIMULATION ONLY: always empty in the real build (root.go); the simulation's build reads
+	// AUTO_UPGRADE_ROOT (root_sim.go).
 	Root string
 }
 
@@ -130,7 +131,7 @@ func Parse(lookup func(string) (string, bool)) (*Settings, error) {
 		Remote:     get("AUTO_UPGRADE_REMOTE"),
 		Branch:     get("AUTO_UPGRADE_BRANCH"),
 		StateDir:   get("AUTO_UPGRADE_STATE_DIR"),
-		Root:       get("AUTO_UPGRADE_ROOT"),
+		Root:       simRoot(lookup),
 	}
 	if s.ConfigPath == "" {
 		errs = append(errs, "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)")
