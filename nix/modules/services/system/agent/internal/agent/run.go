@@ -79,6 +79,10 @@ func New(s *settings.Settings, step string) (*Run, error) {
 	if step == "push" || step == "confirm" {
 		go r.ticker()
 	}
+	if step != "run" {
+		// Watch before the first check a wait makes: a change between the check and the watch is not lost.
+		r.watchDir()
+	}
 	return r, nil
 }
 
