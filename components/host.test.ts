@@ -123,9 +123,9 @@ describe("a host is exactly two remote commands", () => {
   it("deploy: the bundle on stdin, `timeout <bound> env AUTO_UPGRADE_*=… bash -c <bootstrap> nixfleet-push`, sudo -n for a non-root user", async () => {
     const { byName } = await run(fleetProgram);
     const d = byName.get("fleet-malphas-deploy")!.inputs;
-    // lease 120 + settle 600 + git add 300 + hooks 900 + validate 7200 + diff 120 + systemd-run 60
-    // + activator (switch 600 + health 120 + 60) + margin 60
-    expect(d.create).toMatch(/^timeout 10140 env AUTO_UPGRADE_BRANCH=main /);
+    // agent build 900 + lease 120 + settle 600 + git add 300 + hooks 900 + validate 7200 + diff 120
+    // + systemd-run 60 + activator (switch 600 + health 120 + 60) + margin 60
+    expect(d.create).toMatch(/^timeout 11040 env AUTO_UPGRADE_BRANCH=main /);
     expect(d.create).toContain("AUTO_UPGRADE_USER=evie");
     expect(d.create).toContain("AUTO_UPGRADE_CONFIRM_TIMEOUT=30");
     expect(d.create).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");

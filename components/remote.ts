@@ -12,6 +12,8 @@ import { shellCommand, shellEnv, shellQuote as q } from "../render/shell";
 
 /** Slack on top of the phase bounds: staging and checking files, the settings check, SSH set-up. */
 export const MARGIN_SECONDS = 60;
+/** The bootstrap's bound for building the agent (`timeout 900 nix build …` in nix/push-bootstrap.sh). */
+export const AGENT_BUILD_SECONDS = 900;
 
 /** Runs `command` as root: as is for root, through passwordless sudo otherwise (the provider has no PTY). */
 export function asRoot(user: string, command: string): string {
@@ -64,12 +66,13 @@ export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEO
 }
 
 /**
- * Seconds `<host>-deploy` may run: more than the sum of the script's own bounds for the push (lease wait,
+ * Seconds `<host>-deploy` may run: more than the sum of the bootstrap's and the agent's own bounds for the
+ * push (building the agent, lease wait,
  * settling an interrupted activation, `git add`, hooks, build, closure diff 120 s, systemd-run 60 s, the
  * activator's test + health gate + 60 s), so the script, not `timeout`, reports what took too long.
  */
 export const deployBound = (host: ResolvedHost, t: Timeouts) =>
-  t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + t.switch + host.settings.healthTimeout + 60 + MARGIN_SECONDS;
+  AGENT_BUILD_SECONDS + t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + t.switch + host.settings.healthTimeout + 60 + MARGIN_SECONDS;
 /**
  * Seconds `<host>-confirm` may run: more than the script's own wait (confirmation window, profile and boot
  * entry, commit-back: confirmTimeout + 2 × switch + 4 × commit + 60), the lease hand-back (10 s) and a

@@ -23,6 +23,11 @@ describe("protocol patterns agree across TypeScript, bash and Go", () => {
     expect(boot).toBe(ts);
   });
 
+  it("the agent's build bound: nix/push-bootstrap.sh's timeout is the one components/remote.ts counts in the deploy's bound", () => {
+    const ts = one(read("components/remote.ts"), /export const AGENT_BUILD_SECONDS = (\d+);/, "AGENT_BUILD_SECONDS");
+    expect(one(read("nix/push-bootstrap.sh"), /timeout (\d+) \\$/m, "bootstrap build timeout")).toBe(ts);
+  });
+
   it("rollout tokens: components/remote.ts and the agent", () => {
     const ts = one(read("components/remote.ts"), /const TOKEN = \/(.*)\/;/, "TOKEN");
     expect(one(agent, /\tTokenRE += regexp\.MustCompile\(`(.*)`\)/, "TokenRE")).toBe(ts);
