@@ -251,8 +251,9 @@ in
       }
     ];
 
-    # `nixfleet-agent status` (and the other steps) for the admin.
-    environment.systemPackages = [ agent ];
+    # `nixfleet-agent status` (and the other steps) for the admin; git because push mode runs in an SSH
+    # session, whose PATH is the system's (a stock NixOS system has no git).
+    environment.systemPackages = [ agent pkgs.git ];
 
     systemd.services.auto-upgrade = {
       description = "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back";
