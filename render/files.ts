@@ -47,7 +47,8 @@ export function agentFiles(): RenderedFile[] {
       readdirSync(join(NIX_DIR, rel), { withFileTypes: true }).flatMap((e) =>
         e.isDirectory() ? walk(`${rel}/${e.name}`) : e.isFile() && !e.name.endsWith("_test.go") ? [`${rel}/${e.name}`] : [],
       );
-    agentList = walk(AGENT_DIR).sort();
+    // The order renderHost sorts by (localeCompare: `_` before `.`, unlike a plain sort).
+    agentList = walk(AGENT_DIR).sort((a, b) => a.localeCompare(b));
   }
   return agentList.map(shipped);
 }

@@ -287,7 +287,7 @@ wait:
 		case decide.ConfirmReclaim:
 			// Nobody holds the host: the activator died (reclaim rewrites its record as failed).
 			if err := r.leaseFile.WithLock(func() error {
-				if l := r.leaseFile.Read(); !decide.LeaseLive(l, time.Now().Unix(), lease.Alive) {
+				if l := r.leaseFile.Read(); !lease.LiveLease(l) {
 					r.reclaim(l)
 					return r.leaseFile.Remove()
 				}

@@ -2,18 +2,40 @@
 // Each is covered by a table of cases in decide_test.go; the side effects live in package agent.
 package decide
 
-// Lease is the lease file's content: `owner=<push:T|timer:PID> pid=<pid> expires=<epoch>`.
+// Lease is the lease file's content: `owner=<push:T|timer:PID> pid=<pid> expires=<epoch>`, and in the
+// agent's own leases `boot=<boot id> start=<the holder's start time>`, which name the holder exactly.
 type Lease struct {
 	Owner   string
 	Pid     int
 	Expires int64
+	Boot    string
+	Start   string
 	Valid   bool // the file held a well-formed lease
 }
 
-// LeaseLive: a lease holds while it is well formed, not expired and its process is alive (a zombie is dead).
-// Anything else is reclaimable.
-func LeaseLive(l Lease, now int64, alive func(pid int) bool) bool {
-	return l.Valid && l.Pid > 0 && l.Expires > now && alive(l.Pid)
+// Proc is what the host says about a process: whether it is alive (a zombie is not) and when it started
+// (clock ticks since boot, /proc/<pid>/stat).
+type Proc struct {
+	Alive bool
+	Start string
+}
+
+// LeaseLive: a lease holds while its process is alive. When the lease names its holder exactly (boot id
+// and start time), the very same process holds it even past its expiry (a host suspended mid-run, a
+// stopped process: reclaiming it would let two runs interleave), and another process that got the pid
+// does not. A lease without that identity holds until it expires. Anything else is reclaimable.
+func LeaseLive(l Lease, now int64, boot string, proc func(pid int) Proc) bool {
+	if !l.Valid || l.Pid <= 0 {
+		return false
+	}
+	p := proc(l.Pid)
+	switch {
+	case !p.Alive:
+		return false
+	case l.Boot != "" && l.Start != "":
+		return l.Boot == boot && l.Start == p.Start
+	}
+	return l.Expires > now
 }
 
 // LeaseMine: the process may renew or release only a lease it holds under its own owner name.

@@ -3,27 +3,40 @@ package decide
 import "testing"
 
 func TestLeaseLive(t *testing.T) {
-	alive := func(pid int) bool { return pid == 100 }
+	// pid 100 is alive, started at tick 555; pid 7 is dead.
+	proc := func(pid int) Proc {
+		if pid == 100 {
+			return Proc{Alive: true, Start: "555"}
+		}
+		return Proc{}
+	}
+	lease := func(pid int, expires int64, boot, start string) Lease {
+		return Lease{Owner: "push:x", Pid: pid, Expires: expires, Boot: boot, Start: start, Valid: true}
+	}
 	for _, c := range []struct {
 		name string
 		l    Lease
 		want bool
 	}{
-		{"live: alive pid, not expired", Lease{"push:x", 100, 2000, true}, true},
-		{"expired, pid alive", Lease{"push:x", 100, 1000, true}, false},
-		{"expires this second", Lease{"push:x", 100, 1000, true}, false},
-		{"dead pid, not expired", Lease{"timer:7", 7, 2000, true}, false},
-		{"malformed file", Lease{"", 100, 2000, false}, false},
-		{"pid 0", Lease{"push:x", 0, 2000, true}, false},
+		{"no identity: alive pid, not expired", lease(100, 2000, "", ""), true},
+		{"no identity: expired, pid alive (maybe another process now)", lease(100, 1000, "", ""), false},
+		{"no identity: dead pid, not expired", lease(7, 2000, "", ""), false},
+		{"identity: the same process, not expired", lease(100, 2000, "b1", "555"), true},
+		{"identity: the same process past its expiry (host suspended mid-run)", lease(100, 500, "b1", "555"), true},
+		{"identity: another process got the pid", lease(100, 2000, "b1", "556"), false},
+		{"identity: written before a reboot", lease(100, 2000, "b0", "555"), false},
+		{"identity: dead", lease(7, 2000, "b1", "555"), false},
+		{"malformed file", Lease{Pid: 100, Expires: 2000}, false},
+		{"pid 0", lease(0, 2000, "", ""), false},
 	} {
-		if got := LeaseLive(c.l, 1000, alive); got != c.want {
+		if got := LeaseLive(c.l, 1000, "b1", proc); got != c.want {
 			t.Errorf("%s: LeaseLive = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
 
 func TestLeaseMine(t *testing.T) {
-	l := Lease{"push:abc", 42, 5, true}
+	l := Lease{Owner: "push:abc", Pid: 42, Expires: 5, Valid: true}
 	for _, c := range []struct {
 		owner string
 		pid   int

@@ -1,8 +1,9 @@
 // Package lease is the host's upgrade lease (docs/rollout.md §4): one line
-// `owner=<push:T|timer:PID> pid=<pid> expires=<epoch>` in $STATE_DIR/lease, read and written under an
-// exclusive flock of $STATE_DIR/lock. A holder renews it from a heartbeat goroutine for as long as it
-// runs, whatever its phase is doing; a lease whose process died, or whose heartbeat stopped for TTL, is
-// reclaimable (decide.LeaseLive).
+// `owner=<push:T|timer:PID> pid=<pid> expires=<epoch> boot=<boot id> start=<start time>` in
+// $STATE_DIR/lease, read and written under an exclusive flock of $STATE_DIR/lock. A holder renews the
+// expiry from a heartbeat goroutine for as long as it runs, whatever its phase is doing. A lease whose
+// process died, or that another process's pid now carries, is reclaimable; one without the holder's
+// identity (boot, start) also once it expired (decide.LeaseLive).
 package lease
 
 import (
@@ -57,15 +58,20 @@ func Parse(s string) decide.Lease {
 	}
 	pid, perr := strconv.Atoi(fields["pid"])
 	exp, eerr := strconv.ParseInt(fields["expires"], 10, 64)
-	l.Owner, l.Pid, l.Expires = fields["owner"], pid, exp
+	l.Owner, l.Pid, l.Expires, l.Boot, l.Start = fields["owner"], pid, exp, fields["boot"], fields["start"]
 	l.Valid = perr == nil && eerr == nil && pid > 0
 	return l
 }
 
-// Write replaces the lease (temp file + rename).
+// Write replaces the lease (temp file + rename), naming the holder by boot id and start time when the
+// host tells them.
 func (f File) Write(owner string, pid int, ttl time.Duration) error {
 	tmp := f.Path + ".new"
-	line := fmt.Sprintf("owner=%s pid=%d expires=%d\n", owner, pid, time.Now().Add(ttl).Unix())
+	line := fmt.Sprintf("owner=%s pid=%d expires=%d", owner, pid, time.Now().Add(ttl).Unix())
+	if p := Process(pid); p.Alive && p.Start != "" && BootID() != "" {
+		line += fmt.Sprintf(" boot=%s start=%s", BootID(), p.Start)
+	}
+	line += "\n"
 	if err := os.WriteFile(tmp, []byte(line), 0o644); err != nil {
 		return err
 	}
@@ -81,23 +87,48 @@ func (f File) Remove() error {
 	return err
 }
 
-// Alive: the process exists and is not a zombie (its parent has not reaped it yet).
-func Alive(pid int) bool {
+// Process: whether pid exists and is not a zombie (its parent has not reaped it yet), and its start time.
+func Process(pid int) decide.Proc {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return decide.Proc{}
 	}
-	// The state follows the command name in parentheses, which may itself hold spaces or ')'.
+	// The fields follow the command name in parentheses, which may itself hold spaces or ')': state is
+	// the 3rd field, starttime the 22nd.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 || i+2 >= len(s) {
-		return false
+		return decide.Proc{}
 	}
-	return s[i+2] != 'Z'
+	rest := strings.Fields(s[i+2:])
+	p := decide.Proc{Alive: len(rest) > 0 && rest[0] != "Z"}
+	if len(rest) > 19 {
+		p.Start = rest[19]
+	}
+	return p
+}
+
+// Alive: the process exists and is not a zombie.
+func Alive(pid int) bool { return Process(pid).Alive }
+
+var bootID = sync.OnceValue(func() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+})
+
+// BootID is this boot's id ("" if the kernel does not say).
+func BootID() string { return bootID() }
+
+// LiveLease says whether l is held by a live process (decide.LeaseLive on this host, now).
+func LiveLease(l decide.Lease) bool {
+	return decide.LeaseLive(l, time.Now().Unix(), BootID(), Process)
 }
 
 // Live says whether the lease is held by a live process.
-func (f File) Live() bool { return decide.LeaseLive(f.Read(), time.Now().Unix(), Alive) }
+func (f File) Live() bool { return LiveLease(f.Read()) }
 
 // WithLock runs fn holding the exclusive lock, waiting at most LockWait for it.
 func (f File) WithLock(fn func() error) error {
@@ -146,7 +177,7 @@ func (h *Holder) Try(reclaim func(stale decide.Lease)) (bool, error) {
 	taken := false
 	err := h.File.WithLock(func() error {
 		l := h.File.Read()
-		if decide.LeaseLive(l, time.Now().Unix(), Alive) {
+		if LiveLease(l) {
 			return nil
 		}
 		reclaim(l)

@@ -2,6 +2,7 @@ package lease
 
 import (
 	"bufio"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,7 @@ func TestParse(t *testing.T) {
 		want decide.Lease
 	}{
 		{"owner=push:0123456789abcdef pid=42 expires=1700000000\n", decide.Lease{Owner: "push:0123456789abcdef", Pid: 42, Expires: 1700000000, Valid: true}},
+		{"owner=timer:42 pid=42 expires=9 boot=b-1 start=777\n", decide.Lease{Owner: "timer:42", Pid: 42, Expires: 9, Boot: "b-1", Start: "777", Valid: true}},
 		{"owner=timer:7 pid=7 expires=5", decide.Lease{Owner: "timer:7", Pid: 7, Expires: 5, Valid: true}},
 		{"garbage", decide.Lease{}},
 		{"owner=x pid=abc expires=5", decide.Lease{Owner: "x", Expires: 5}},
@@ -98,6 +100,10 @@ func TestHeartbeatOutlivesTTL(t *testing.T) {
 		if !f.Live() {
 			t.Fatalf("after %v (TTL 2 s) the holder's lease is not live: %q", time.Since(start), f.Raw())
 		}
+		// The heartbeat keeps the expiry ahead of the clock (a lease without identity would need it).
+		if l := f.Read(); l.Expires <= time.Now().Unix() {
+			t.Fatalf("after %v the expiry %d is not renewed", time.Since(start), l.Expires)
+		}
 		if ok, _ := other.Try(func(decide.Lease) { t.Error("a live lease was reclaimed") }); ok {
 			t.Fatal("another owner took a live lease")
 		}
@@ -111,11 +117,12 @@ func TestHeartbeatOutlivesTTL(t *testing.T) {
 	}
 }
 
-// Without a heartbeat (the holder is stuck or gone), the lease expires after its TTL and is reclaimed,
-// and the reclaim sees the stale lease.
-func TestNoHeartbeatExpires(t *testing.T) {
+// A lease without the holder's identity (written by an older agent, or by hand) expires after its TTL
+// and is reclaimed, and the reclaim sees the stale lease.
+func TestNoIdentityExpires(t *testing.T) {
 	f := files(t)
-	if err := f.Write("push:0123456789abcdef", os.Getpid(), time.Second); err != nil {
+	line := fmt.Sprintf("owner=push:0123456789abcdef pid=%d expires=%d\n", os.Getpid(), time.Now().Add(time.Second).Unix())
+	if err := os.WriteFile(f.Path, []byte(line), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if !f.Live() {
@@ -132,8 +139,41 @@ func TestNoHeartbeatExpires(t *testing.T) {
 	if stale.Owner != "push:0123456789abcdef" {
 		t.Fatalf("reclaim saw %+v", stale)
 	}
-	if got := f.Read(); got.Owner != "timer:9" || got.Pid != os.Getpid() {
+	if got := f.Read(); got.Owner != "timer:9" || got.Pid != os.Getpid() || got.Boot != BootID() || got.Start != Process(os.Getpid()).Start {
 		t.Fatalf("lease now %+v", got)
+	}
+}
+
+// The agent's lease names its holder: the same process holds it past its expiry (a host suspended in the
+// middle of a run resumes with every expiry in the past), and a process that got a dead holder's pid does not.
+func TestIdentityOutlivesExpiryAndCatchesPidReuse(t *testing.T) {
+	f := files(t)
+	if err := f.Write("push:0123456789abcdef", os.Getpid(), -time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	l := f.Read()
+	if l.Expires >= time.Now().Unix() || l.Boot == "" || l.Start == "" {
+		t.Fatalf("want an expired lease with identity, got %+v", l)
+	}
+	if !f.Live() {
+		t.Fatal("the same live process lost its lease to its expiry")
+	}
+	if ok, _ := NewHolder(f, "timer:1").Try(func(decide.Lease) { t.Error("reclaimed") }); ok {
+		t.Fatal("another owner took it")
+	}
+	reused := fmt.Sprintf("owner=push:0123456789abcdef pid=%d expires=%d boot=%s start=1\n", os.Getpid(), time.Now().Add(time.Hour).Unix(), BootID())
+	if err := os.WriteFile(f.Path, []byte(reused), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f.Live() {
+		t.Fatal("a lease whose pid another process carries now is live")
+	}
+	otherBoot := fmt.Sprintf("owner=push:0123456789abcdef pid=%d expires=%d boot=another-boot start=%s\n", os.Getpid(), time.Now().Add(time.Hour).Unix(), Process(os.Getpid()).Start)
+	if err := os.WriteFile(f.Path, []byte(otherBoot), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if f.Live() {
+		t.Fatal("a lease from before a reboot is live")
 	}
 }
 
