@@ -31,7 +31,7 @@ const USAGE =
 /** Default overall bound per host (seconds); ssh's ConnectTimeout is min(10, this). */
 export const DEFAULT_TIMEOUT = 30;
 const PARALLEL = 32;
-/** A status.json is well under 8 KiB (the script caps message at 4000); more is not a record. */
+/** A status.json is well under 8 KiB (the agent caps message at 4000); more is not a record. */
 const MAX_RECORD = 64 * 1024;
 /** The remote command's exit status when the record does not exist. */
 const NO_RECORD_EXIT = 3;

@@ -7,7 +7,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { parseBundle, rolloutToken } from "../render/bundle";
-import { renderHost, SCRIPT_FILE } from "../render/files";
+import { renderHost } from "../render/files";
 import { fleetFromConfigMap } from "../config/stack";
 import { Fleet } from "./fleet";
 import { Host, type HostStatus } from "./host";
@@ -130,9 +130,9 @@ describe("a host is exactly two remote commands", () => {
   it("deploy: the bundle on stdin, `timeout <bound> env AUTO_UPGRADE_*=… bash -c <bootstrap> nixfleet-push`, sudo -n for a non-root user", async () => {
     const { byName } = await run(fleetProgram);
     const d = byName.get("fleet-malphas-deploy")!.inputs;
-    // lease 120 + settle 600 + git add 300 + hooks 900 + validate 7200 + diff 120 + systemd-run 60
-    // + activator (switch 600 + health 120 + 60) + margin 60
-    expect(d.create).toMatch(/^timeout 10140 env AUTO_UPGRADE_BRANCH=main /);
+    // agent build 900 + lease 120 + settle 600 + git add 300 + hooks 900 + validate 7200 + diff 120
+    // + systemd-run 60 + activator (switch 600 + health 120 + 60) + margin 60
+    expect(d.create).toMatch(/^timeout 11040 env AUTO_UPGRADE_BRANCH=main /);
     expect(d.create).toContain("AUTO_UPGRADE_USER=evie");
     expect(d.create).toContain("AUTO_UPGRADE_CONFIRM_TIMEOUT=30");
     expect(d.create).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");
@@ -148,20 +148,20 @@ describe("a host is exactly two remote commands", () => {
     expect(d.triggers).toBeUndefined(); // changes are updates, never replacements
   });
 
-  it("confirm: a new command after deploy, triggered by deploy's output, runs the sha-checked installed script with the token", async () => {
+  it("confirm: a new command after deploy, triggered by deploy's output, runs the agent deploy built (a store path, checked) with the token", async () => {
     const { byName } = await run(fleetProgram);
     const deploy = byName.get("fleet-malphas-deploy")!;
     const confirm = byName.get("fleet-malphas-confirm")!;
     expect(await Promise.all(confirm.dependsOn.map(urnName))).toEqual(["fleet-malphas-deploy"]);
     const token = rolloutToken(deploy.inputs.stdin);
     expect(confirm.inputs.triggers).toEqual([expect.stringContaining(`"rollout":"${token}"`)]);
-    const sha = parseBundle(deploy.inputs.stdin).find((f) => f.path === SCRIPT_FILE)!.sha256;
-    // The root-owned copy in the state dir, never the checkout's (its owner could swap it after the check).
-    expect(confirm.inputs.create).toMatch(new RegExp(`^printf '%s  %s\\\\n' ${sha} /var/lib/auto-upgrade/auto-upgrade.sh \\| sha256sum -c --status - \\|\\| `));
-    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* bash /var/lib/auto-upgrade/auto-upgrade.sh confirm ${token}$`));
-    expect(confirm.inputs.create).not.toContain(`/home/evie/nix-config/${SCRIPT_FILE} confirm`);
+    // The agent deploy rooted in the state dir, a Nix store path: never a file of the checkout (its owner
+    // could swap it after a check).
+    expect(confirm.inputs.create).toMatch(/^case \$\(readlink -f -- \/var\/lib\/auto-upgrade\/agent\/bin\/nixfleet-agent\) in \/nix\/store\/\*\) ;; \*\) echo .* exit 3 ;; esac; /);
+    expect(confirm.inputs.create).toMatch(new RegExp(`; timeout \\d+ env .* /var/lib/auto-upgrade/agent/bin/nixfleet-agent confirm ${token}$`));
+    expect(confirm.inputs.create).not.toContain("/home/evie/nix-config/");
     // A path with a space stays one word, quoted again for sudo's `sh -c`.
-    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/var\/lib\/auto upgrade\/auto-upgrade\.sh'\\'' confirm [0-9a-f]{16}'$/s);
+    expect(byName.get("fleet-pi-confirm")!.inputs.create).toMatch(/^sudo -n -- sh -c '.*'\\''\/var\/lib\/auto upgrade\/agent\/bin\/nixfleet-agent'\\'' confirm [0-9a-f]{16}'$/s);
   });
 
   it("connection bounds are explicit", async () => {

@@ -1,15 +1,21 @@
 /**
  * The shell text of a host's two remote commands (docs/rollout.md §1). Pure functions, so tests
  * read exactly what runs on a host. Every value goes through `shellQuote`/`shellEnv`; the upgrade
- * itself lives in the shipped files (nix/push-bootstrap.sh, auto-upgrade.sh), shared with the timer.
+ * itself is the agent (nix/modules/services/system/agent, built on the host by nix/push-bootstrap.sh),
+ * shared with the timer.
  */
 import type { ResolvedHost, Timeouts } from "../config/resolve";
 import { DEFAULT_TIMEOUTS } from "../config/schema";
 import { boundSeconds, TABLE } from "../config/table";
-import { renderBundle, rolloutToken, sha256 } from "../render/bundle";
-import { bootstrapText, renderHost, SCRIPT_FILE } from "../render/files";
+import { renderBundle, rolloutToken } from "../render/bundle";
+import { bootstrapText, renderHost } from "../render/files";
 import { shellCommand, shellEnv, shellQuote as q } from "../render/shell";
 
+/**
+ * The bootstrap's bound for building the agent (`timeout 900 nix build …` in nix/push-bootstrap.sh), part
+ * of auto-upgrade.json's `bounds.deploy` seconds (test/settings-table.test.ts checks both).
+ */
+export const AGENT_BUILD_SECONDS = 900;
 /** Runs `command` as root: as is for root, through passwordless sudo otherwise (the provider has no PTY). */
 export function asRoot(user: string, command: string): string {
   return user === "root" ? command : `sudo -n -- ${command}`;
@@ -38,12 +44,12 @@ export function moduleEnv(host: ResolvedHost): Record<string, string> {
 const envValue = (v: unknown) => (Array.isArray(v) ? v.join(" ") : String(v));
 
 /**
- * Everything push mode hands the script: the module's settings plus the deployer's own (phase bounds
+ * Everything push mode hands the agent: the module's settings plus the deployer's own (phase bounds
  * from `nixfleet:timeouts`, the confirmation window, the lease wait). These are not module options:
- * if the module also writes them into the service, the script must not compare them (they come
+ * if the module also writes them into the service, the agent must not compare them (they come
  * from stack config, which the rendered Nix does not carry).
  * `AUTO_UPGRADE_ROOT` is left out on purpose: every host (the simulated fleet's machines too) has its own
- * /run and profile; only test/script, which runs the script on the deployer, sets it.
+ * /run and profile; only test/script, which runs the agent on the deployer (built with tag nixfleet_sim_root), sets it.
  * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
  */
 export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {
@@ -57,8 +63,8 @@ export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEO
 const boundValues = (host: ResolvedHost, t: Timeouts) => ({ ...t, healthTimeout: host.settings.healthTimeout, confirmTimeout: host.push.confirmTimeout });
 
 /**
- * Seconds `<host>-deploy` may run (auto-upgrade.json `bounds.deploy`): more than the script's own bounds
- * for the push, so the script, not `timeout`, reports what took too long.
+ * Seconds `<host>-deploy` may run (auto-upgrade.json `bounds.deploy`): more than the bootstrap's agent build
+ * and the agent's own bounds for the push, so the agent, not `timeout`, reports what took too long.
  */
 export const deployBound = (host: ResolvedHost, t: Timeouts) => boundSeconds("deploy", boundValues(host, t));
 /**
@@ -103,19 +109,22 @@ export function parseDeployOutput(stdout: string | undefined): DeployResult | st
   return { rollout: v.rollout, validatedPath: v.validatedPath, action: v.action, needsReboot: v.needsReboot === true, diff };
 }
 
+/** The agent deploy ran, kept by it as a GC root in the state dir: `confirm` runs it. */
+export const agentPath = (host: ResolvedHost) => `${host.stateDir}/agent/bin/nixfleet-agent`;
+
 /**
- * `<host>-confirm`, on a NEW connection after deploy: the script nixfleet installed (sha256-checked,
- * because it runs as root) confirms rollout `token` and waits for the activator to finish.
- * A deploy output that is not a result line becomes a command that fails saying so.
+ * `<host>-confirm`, on a NEW connection after deploy: the agent the deploy built from nixfleet's source
+ * (a Nix store path, checked, because it runs as root) confirms rollout `token` and waits for the
+ * activator to finish. A deploy output that is not a result line becomes a command that fails saying so.
  */
-export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha: string, deployStdout: string | undefined): string {
+export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, deployStdout: string | undefined): string {
   const parsed = parseDeployOutput(deployStdout);
   if (typeof parsed === "string") return `echo ${q(`nixfleet: ${host.name}: ${parsed}; nothing to confirm`)} >&2; exit 3`;
-  // The root-owned copy deploy installed in the state dir: the checkout's copy belongs to its owner, who
-  // could swap it between the check and the run.
-  const script = `${host.stateDir}/auto-upgrade.sh`;
-  const check = `printf '%s  %s\\n' ${q(scriptSha)} ${q(script)} | sha256sum -c --status - || { echo ${q(`nixfleet: ${script} is not the script nixfleet installed; refusing to run it as root`)} >&2; exit 3; }`;
-  const run = `timeout ${confirmBound(host, timeouts)} env ${shellEnv(scriptEnv(host, timeouts))} ${shellCommand("bash", script, "confirm", parsed.rollout)}`;
+  // Never a file of the user-owned checkout (its owner could swap it between a check and the run): the
+  // store path the bootstrap built, immutable and root's, through the root-owned state dir's link.
+  const agent = agentPath(host);
+  const check = `case $(readlink -f -- ${q(agent)}) in /nix/store/*) ;; *) echo ${q(`nixfleet: ${agent} is not an agent in the Nix store; refusing to run it as root`)} >&2; exit 3 ;; esac`;
+  const run = `timeout ${confirmBound(host, timeouts)} env ${shellEnv(scriptEnv(host, timeouts))} ${shellCommand(agent, "confirm", parsed.rollout)}`;
   // One `sh -c` so the check and the run are both root's (sudo runs one command).
   return asRoot(host.user, host.user === "root" ? `${check}; ${run}` : `sh -c ${q(`${check}; ${run}`)}`);
 }
@@ -124,13 +133,12 @@ export function confirmCommand(host: ResolvedHost, timeouts: Timeouts, scriptSha
 export function hostCommands(host: ResolvedHost, timeouts: Timeouts, retry = 0) {
   const files = renderHost(host);
   const bundle = renderBundle(files);
-  const scriptSha = sha256(files.find((f) => f.path === SCRIPT_FILE)!.content);
   return {
     files,
     bundle,
     /** The rollout token the script derives from this bundle and retry. */
     token: rolloutToken(bundle, retry),
     deploy: deployCommand(host, timeouts, retry),
-    confirm: (deployStdout: string | undefined) => confirmCommand(host, timeouts, scriptSha, deployStdout),
+    confirm: (deployStdout: string | undefined) => confirmCommand(host, timeouts, deployStdout),
   };
 }

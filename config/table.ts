@@ -2,7 +2,7 @@
  * nixfleet's settings and time bounds, from the one table both sides read:
  * nix/modules/services/system/auto-upgrade.json. The NixOS module declares its options from it
  * (`builtins.fromJSON`); here the schema takes each setting's bounds, the resolver its defaults and
- * presets, the commands their environment names and `timeout`s. Tests check the script's defaults
+ * presets, the commands their environment names and `timeout`s. Tests check the agent's defaults
  * and waits, the args' docs and the README against it (test/settings-table.test.ts). A Go program can
  * read the same file.
  */
@@ -13,7 +13,7 @@ export type SettingType = "bool" | "units" | "branch" | "remote" | "calendar" | 
 export interface SettingSpec {
   readonly type: SettingType;
   readonly default: boolean | number | string | readonly string[];
-  /** The variable auto-upgrade.sh reads it from; absent for settings only the module or the deployer uses. */
+  /** The variable the agent reads it from; absent for settings only the module or the deployer uses. */
   readonly env?: string;
   readonly min?: number;
   readonly max?: number;

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { resolveFleet } from "../config/resolve";
 import { parseFleetConfig } from "../config/schema";
 import { parseBundle, renderBundle, rolloutToken, sha256 } from "./bundle";
-import { MODULE_FILE, renderHost, SCRIPT_FILE } from "./files";
+import { AGENT_DIR, AGENT_PACKAGE, MODULE_FILE, renderHost } from "./files";
 
 const [host] = resolveFleet(parseFleetConfig({ hosts: [{ name: "malphas", address: "10.0.0.2", role: "desktop", configPath: "/home/evie/nix-config" }] })).hosts;
 const files = renderHost(host);
@@ -19,12 +19,14 @@ describe("renderBundle", () => {
     expect(rolloutToken(a, 2)).toBe(`${sha256(a).slice(0, 16)}-r2`);
   });
 
-  it("starts with the script; the shipped files travel gzipped, rendered ones as text lines", () => {
+  it("the shipped files (module, agent source) travel gzipped, rendered ones as text lines", () => {
     const bundle = renderBundle(files);
     const heads = bundle.split("\n").filter((l) => l.startsWith("file "));
     expect(bundle.startsWith("nixfleet-bundle 1\n")).toBe(true);
     expect(bundle.endsWith("\nend\n")).toBe(true);
-    expect(heads[0]).toMatch(new RegExp(`^file 0755 [0-9a-f]{64} gzip-base64 \\d+ ${SCRIPT_FILE}$`));
+    expect(heads).toContainEqual(expect.stringMatching(new RegExp(`^file 0644 [0-9a-f]{64} gzip-base64 \\d+ ${AGENT_PACKAGE}$`)));
+    expect(heads.filter((l) => l.includes(` ${AGENT_DIR}/`)).every((l) => / gzip-base64 /.test(l))).toBe(true);
+    expect(heads.some((l) => l.endsWith("_test.go"))).toBe(false);
     expect(heads).toContainEqual(expect.stringMatching(new RegExp(`^file 0644 [0-9a-f]{64} gzip-base64 \\d+ ${MODULE_FILE}$`)));
     expect(heads).toContainEqual(expect.stringMatching(/^file 0644 [0-9a-f]{64} text \d+ hosts\/malphas\/nixfleet\.nix$/));
     // `preview --diff` shows the rendered Nix lines themselves.
@@ -34,7 +36,7 @@ describe("renderBundle", () => {
 
   it("round-trips: every file comes back byte for byte with its sha256 and mode", () => {
     const back = parseBundle(renderBundle(files));
-    expect(back.map((f) => f.path)).toEqual([SCRIPT_FILE, ...files.map((f) => f.path).filter((p) => p !== SCRIPT_FILE)]);
+    expect(back.map((f) => f.path)).toEqual(files.map((f) => f.path));
     for (const f of back) {
       expect(f.content).toBe(files.find((x) => x.path === f.path)!.content);
       expect(f.sha256).toBe(sha256(f.content));
@@ -59,13 +61,13 @@ describe("renderBundle", () => {
     [[{ path: "a/./b", content: "x\n" }], /is not allowed/],
     [[{ path: "a b", content: "x\n" }], /is not allowed/],
     [[{ path: "x.nix", content: "no newline" }], /x\.nix does not end with a newline/],
-    [[{ path: SCRIPT_FILE, content: "#!/bin/sh\n" }], /appears twice/],
+    [[{ path: AGENT_PACKAGE, content: "{ }\n" }], /appears twice/],
   ])("refuses %j", (extra, message) => {
     expect(() => renderBundle([...files, ...extra])).toThrow(message);
   });
 
-  it("refuses a bundle without the script", () => {
-    expect(() => renderBundle(files.filter((f) => f.path !== SCRIPT_FILE))).toThrow(/auto-upgrade\.sh is missing/);
+  it("refuses a bundle without the agent's package.nix", () => {
+    expect(() => renderBundle(files.filter((f) => f.path !== AGENT_PACKAGE))).toThrow(/agent\/package\.nix is missing/);
   });
 
   it("parseBundle refuses damage: a changed line, a cut body, trailing text", () => {

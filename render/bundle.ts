@@ -13,11 +13,11 @@
  */
 import { createHash } from "node:crypto";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { MODULE_FILE, SCRIPT_FILE, TABLE_FILE, type RenderedFile } from "./files";
+import { AGENT_DIR, AGENT_PACKAGE, MODULE_FILE, TABLE_FILE, type RenderedFile } from "./files";
 
 export const BUNDLE_MAGIC = "nixfleet-bundle 1";
-/** Files sent compressed; everything else is sent as text. */
-const GZIPPED: ReadonlySet<string> = new Set([MODULE_FILE, SCRIPT_FILE, TABLE_FILE]);
+/** Files sent compressed (the module, the settings table and the agent's source, the same for every host); the rest as text. */
+const gzipped = (p: string) => p === MODULE_FILE || p === TABLE_FILE || p.startsWith(`${AGENT_DIR}/`);
 const REL_PATH = /^[A-Za-z0-9._+-]+(\/[A-Za-z0-9._+-]+)*$/;
 
 export type Encoding = "text" | "gzip-base64";
@@ -44,11 +44,10 @@ function checkPath(p: string): void {
   }
 }
 
-/** The bundle text for `files`; the script always comes first (the bootstrap runs it). */
+/** The bundle text for `files`, in their order; the agent's package.nix must be among them (the bootstrap builds it). */
 export function renderBundle(files: readonly RenderedFile[]): string {
-  const script = files.find((f) => f.path === SCRIPT_FILE);
-  if (!script) throw new Error(`bundle: ${SCRIPT_FILE} is missing; the bootstrap cannot run without it`);
-  const ordered = [script, ...files.filter((f) => f !== script)];
+  if (!files.some((f) => f.path === AGENT_PACKAGE)) throw new Error(`bundle: ${AGENT_PACKAGE} is missing; the bootstrap cannot build the agent without it`);
+  const ordered = files;
   const out = [BUNDLE_MAGIC];
   const seen = new Set<string>();
   for (const f of ordered) {
@@ -57,7 +56,7 @@ export function renderBundle(files: readonly RenderedFile[]): string {
     seen.add(f.path);
     if (!f.content.endsWith("\n")) throw new Error(`bundle: ${f.path} does not end with a newline (every rendered file must)`);
     const mode = f.content.startsWith("#!") ? "0755" : "0644";
-    const encoding: Encoding = GZIPPED.has(f.path) ? "gzip-base64" : "text";
+    const encoding: Encoding = gzipped(f.path) ? "gzip-base64" : "text";
     const lines = encoding === "text" ? f.content.slice(0, -1).split("\n") : gzipLines(f.content);
     out.push(`file ${mode} ${sha256(f.content)} ${encoding} ${lines.length} ${f.path}`, ...lines);
   }

@@ -3,7 +3,7 @@
  * reading the two static files shipped in `nix/`. `nixfleet render` and the Host component
  * both call `renderHost`, so what is previewed, rendered and pushed is the same text.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { FullSettings, ResolvedHost } from "../config/resolve";
 import type { Role, Settings } from "../config/schema";
@@ -16,7 +16,10 @@ export interface RenderedFile {
 }
 
 export const MODULE_FILE = "modules/services/system/auto-upgrade.nix";
-export const SCRIPT_FILE = "modules/services/system/auto-upgrade.sh";
+/** The agent's source folder (nix/modules/services/system/agent): Go, built on the host with buildGoModule. */
+export const AGENT_DIR = "modules/services/system/agent";
+/** The agent's build recipe; the bootstrap refuses a bundle without it. */
+export const AGENT_PACKAGE = `${AGENT_DIR}/package.nix`;
 /** The settings table the module reads (`builtins.fromJSON`); JSON has no comments, so it carries its notice as a key. */
 export const TABLE_FILE = "modules/services/system/auto-upgrade.json";
 export const roleFile = (role: Role) => `roles/form-${role}.nix`;
@@ -33,11 +36,24 @@ function shipped(file: string): RenderedFile {
   let text = shippedText.get(file);
   if (text === undefined) shippedText.set(file, (text = readFileSync(join(NIX_DIR, file), "utf8")));
   if (file.endsWith(".json")) return { path: file, content: text };
-  // The script keeps its shebang first so it stays runnable as a file.
-  const content = text.startsWith("#!")
-    ? text.replace(/\n/, `\n# ${SHIPPED_HEADER}\n`)
-    : `# ${SHIPPED_HEADER}\n${text}`;
+  // Go source and go.mod take `//` comments (a blank line keeps it out of the package's doc comment).
+  const content = /\.go$|(^|\/)go\.mod$/.test(file) ? `// ${SHIPPED_HEADER}\n\n${text}` : `# ${SHIPPED_HEADER}\n${text}`;
   return { path: file, content };
+}
+
+let agentList: string[] | undefined;
+
+/** The agent's shipped files (its source and package.nix; the Go tests stay in this repository), sorted. */
+export function agentFiles(): RenderedFile[] {
+  if (agentList === undefined) {
+    const walk = (rel: string): string[] =>
+      readdirSync(join(NIX_DIR, rel), { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? walk(`${rel}/${e.name}`) : e.isFile() && !e.name.endsWith("_test.go") ? [`${rel}/${e.name}`] : [],
+      );
+    // The order renderHost sorts by (localeCompare: `_` before `.`, unlike a plain sort).
+    agentList = walk(AGENT_DIR).sort((a, b) => a.localeCompare(b));
+  }
+  return agentList.map(shipped);
 }
 
 export const BOOTSTRAP_FILE = "push-bootstrap.sh";
@@ -118,8 +134,8 @@ export function renderHostSettings(host: ResolvedHost): RenderedFile {
 export function renderHost(host: ResolvedHost): RenderedFile[] {
   return [
     shipped(MODULE_FILE),
-    shipped(SCRIPT_FILE),
     shipped(TABLE_FILE),
+    ...agentFiles(),
     renderRole(host.role, host.roleSettings),
     renderHostSettings(host),
   ].sort((a, b) => a.path.localeCompare(b.path));

@@ -2,7 +2,7 @@
 // setting's name, type, default, bounds, doc and AUTO_UPGRADE_* variable, the presets and the time
 // bounds. The module declares its options from it (test/module evaluates them with real Nix); the
 // schema, resolver and commands read it (config/table.ts). What cannot read it is checked here, so a
-// copy that drifts fails: the script's defaults and waits, the args' docs, the README, the schema.
+// copy that drifts fails: the agent's defaults and waits (its Go source), the args' docs, the README, the schema.
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -10,41 +10,60 @@ import { withArgDocs, withReadmeSections } from "../config/docs";
 import { ROLE_DEFAULTS, resolveFleet } from "../config/resolve";
 import { DEFAULT_TIMEOUTS, parseFleetConfig, pushShape, settingsShape } from "../config/schema";
 import { boundSeconds, TABLE } from "../config/table";
-import { confirmBound, deployBound, scriptEnv } from "../components/remote";
+import { AGENT_BUILD_SECONDS, confirmBound, deployBound, scriptEnv } from "../components/remote";
 import { DIAL_ERROR_LIMIT, PER_DIAL_TIMEOUT } from "../components/host";
 import { parallelFor } from "../fleet/stack";
 import { prng } from "./prng";
 
 const REPO = path.join(__dirname, "..");
 const read = (f: string) => readFileSync(path.join(REPO, f), "utf8");
-const SCRIPT = read("nix/modules/services/system/auto-upgrade.sh");
+const AGENT = "nix/modules/services/system/agent/internal";
+const SETTINGS_GO = read(`${AGENT}/settings/settings.go`);
+const STEPS_GO = read(`${AGENT}/agent/steps.go`);
+const VALIDATE_GO = read(`${AGENT}/agent/validate.go`);
 const MODULE = read("nix/modules/services/system/auto-upgrade.nix");
 const envText = (v: unknown) => (Array.isArray(v) ? v.join(" ") : String(v));
 const withEnv = [...Object.entries(TABLE.settings), ...Object.entries(TABLE.host), ...Object.entries(TABLE.push), ...Object.entries(TABLE.timeouts)].filter(([, s]) => s.env !== undefined);
 
-/** Every `${AUTO_UPGRADE_X:-default}` in the script: variable → the defaults it is read with. */
-function scriptDefaults(): Map<string, Set<string>> {
-  const out = new Map<string, Set<string>>();
-  for (const m of SCRIPT.matchAll(/\$\{(AUTO_UPGRADE_[A-Z_]+):-([^}]*)\}/g)) out.set(m[1], (out.get(m[1]) ?? new Set()).add(m[2]));
+/**
+ * The agent's `defaults` map (settings.go): variable → default. A variable it does not list defaults to ""
+ * (settings.Parse: an unset or empty variable takes its default, "" when none); a Go constant is resolved.
+ */
+function agentDefaults(): Map<string, string> {
+  const body = /var defaults = map\[string\]string\{\n([\s\S]*?)\n\}/.exec(SETTINGS_GO)?.[1];
+  expect(body, "settings.go declares `var defaults = map[string]string{…}`").toBeDefined();
+  const consts = new Map([...SETTINGS_GO.matchAll(/^const (\w+) = "([^"]*)"$/gm)].map((m) => [m[1], m[2]]));
+  const out = new Map<string, string>();
+  for (const line of body!.split("\n")) {
+    const m = /^\s*"(AUTO_UPGRADE_[A-Z_]+)":\s*(?:"([^"]*)"|(\w+)),$/.exec(line);
+    expect(m, `settings.go defaults line: ${line}`).not.toBeNull();
+    expect(m![3] === undefined || consts.has(m![3]), `${m![1]}: constant ${m![3]}`).toBe(true);
+    out.set(m![1], m![2] ?? consts.get(m![3])!);
+  }
   return out;
 }
 
-describe("the script (auto-upgrade.sh) agrees with the table", () => {
-  it("reads every variable of the table, each with the table's default and only that", () => {
-    const defaults = scriptDefaults();
+// The agent's Settings field of a table variable: AUTO_UPGRADE_SWITCH_TIMEOUT → SwitchTimeout.
+const fieldOf = (env: string) => env.replace(/^AUTO_UPGRADE_/, "").toLowerCase().replace(/(^|_)([a-z])/g, (_, __, c: string) => c.toUpperCase());
+
+describe("the agent agrees with the table", () => {
+  it("reads every variable of the table with the table's default, and has no default the table lacks", () => {
+    const defaults = agentDefaults();
     for (const [name, spec] of withEnv) {
-      expect(defaults.get(spec.env!), `${name}: ${spec.env} in auto-upgrade.sh`).toEqual(new Set([envText(spec.default)]));
+      expect(defaults.get(spec.env!) ?? "", `${name}: ${spec.env}'s default in the agent (settings.go)`).toBe(envText(spec.default));
+      expect(SETTINGS_GO, `${name}: the agent reads ${spec.env}`).toContain(`("${spec.env}")`);
     }
-    console.log(`auto-upgrade.sh: ${withEnv.length} settings' defaults checked against auto-upgrade.json`);
+    const tableEnvs = new Set(withEnv.map(([, s]) => s.env!));
+    expect([...defaults.keys()].filter((e) => !tableEnvs.has(e)), "agent defaults the table does not have").toEqual([]);
+    console.log(`agent: ${withEnv.length} settings' defaults checked against auto-upgrade.json`);
   });
 
   it("waits exactly the table's activatorReady and confirmWait bounds", () => {
-    // A term's script variable is its AUTO_UPGRADE_ name without the prefix (switch → SWITCH_TIMEOUT).
-    const envOf = (term: string) => (TABLE.timeouts[term] ?? TABLE.settings[term] ?? TABLE.push[term]).env!.replace(/^AUTO_UPGRADE_/, "");
+    const envOf = (term: string) => (TABLE.timeouts[term] ?? TABLE.settings[term] ?? TABLE.push[term]).env!;
     for (const name of ["activatorReady", "confirmWait"] as const) {
       const b = TABLE.bounds[name];
-      const expr = [...Object.entries(b.terms).map(([t, f]) => `${f === 1 ? "" : `${f} * `}${envOf(t)}`), String(b.seconds)].join(" + ");
-      expect(SCRIPT, `${name}: auto-upgrade.sh must wait $((${expr}))`).toContain(`$((SECONDS + ${expr}))`);
+      const expr = [...Object.entries(b.terms).map(([t, f]) => `${f === 1 ? "" : `${f}*`}r.S.${fieldOf(envOf(t))}`), String(b.seconds)].join(" + ");
+      expect(STEPS_GO, `${name}: the agent (steps.go) must wait int64(${expr})`).toContain(`bound := int64(${expr})`);
     }
   });
 
@@ -56,14 +75,15 @@ describe("the script (auto-upgrade.sh) agrees with the table", () => {
       const t = { lease: rng.int(1, 86400), hooks: rng.int(1, 86400), validate: rng.int(1, 86400), switch: rng.int(1, 86400), commit: rng.int(1, 86400) };
       const h = host(rng.int(1, 3600), rng.int(5, 3600));
       const v = { ...t, healthTimeout: h.settings.healthTimeout, confirmTimeout: h.push.confirmTimeout };
-      // Push: lease wait, settling an interrupted activation (switch + commit), hooks, build, the closure diff
-      // (DIFF_TIMEOUT), systemd-run (60 s), then following the activator (activatorReady).
-      const push = t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + boundSeconds("activatorReady", v);
+      // Push: the bootstrap's agent build, then the agent's lease wait, settling an interrupted activation
+      // (switch + commit), hooks, build, the closure diff (diffTimeout), systemd-run (60 s), then following
+      // the activator (activatorReady).
+      const push = AGENT_BUILD_SECONDS + t.lease + t.switch + t.commit + t.hooks + t.validate + 120 + 60 + boundSeconds("activatorReady", v);
       expect(deployBound(h, t)).toBeGreaterThan(push);
       // Confirm: its wait, the lease hand-back (10 s), a retried commit-back (4 × commit + 60).
       expect(confirmBound(h, t)).toBeGreaterThan(boundSeconds("confirmWait", v) + 10 + 4 * t.commit + 60);
     }
-    expect(SCRIPT).toContain("DIFF_TIMEOUT=120");
+    expect(VALIDATE_GO).toMatch(/\bdiffTimeout = 120\b/);
   });
 });
 
@@ -123,8 +143,8 @@ describe("the module and the docs agree with the table", () => {
   it("README.md's settings table, bounds and timeouts are the table's (npm run docs)", () => {
     const text = read("README.md");
     expect(withReadmeSections(text), "README.md is stale: run npm run docs").toBe(text);
-    // The numbers the old README had wrong are the table's now.
-    expect(text).toContain("= **6540 s**");
+    // The numbers are the table's (deploy: the agent's first-contact build, 900 s, included).
+    expect(text).toContain("= **7440 s**");
     expect(text).toContain("= **3820 s**");
   });
 

@@ -1,6 +1,6 @@
 // The systemd unit-name rule is written three times, once per language that must enforce it: the
-// zod schema (config/schema.ts), the module's option type (auto-upgrade.nix) and the script's UNIT_RE
-// (auto-upgrade.sh). This pins that all three accept and reject exactly the same names, and that each
+// zod schema (config/schema.ts), the module's option type (auto-upgrade.nix) and the agent's UnitRE
+// (agent/internal/settings/settings.go). This pins that all three accept and reject exactly the same names, and that each
 // of them is a name NixOS' own unitNameType (nixos/lib/systemd-lib.nix; the type of the service's
 // `after`/`wants`/`onFailure`) accepts too, so a bad hook is refused naming nixfleet's option.
 import { execFileSync } from "node:child_process";
@@ -28,10 +28,14 @@ function schemaAccepts(name: string): boolean {
   }
 }
 
-function bashAccepts(): boolean[] {
-  const re = /^readonly UNIT_RE='([^']*)'$/m.exec(readFileSync(join(DIR, "auto-upgrade.sh"), "utf8"))![1];
-  const out = execFileSync("bash", ["-c", 're=$1; shift; for n in "$@"; do if [[ $n =~ $re ]]; then echo 1; else echo 0; fi; done', "_", re, ...NAMES], { encoding: "utf8" });
-  return out.trim().split("\n").map((l) => l === "1");
+/**
+ * The agent's pattern, read from its source. Go's RE2 and JavaScript read this syntax alike (anchors,
+ * bracket classes with `\\`, `?`, `|` groups; no look-around, no back-references), so JavaScript applies it
+ * here; settings_test.go checks the same rule in Go.
+ */
+function agentAccepts(): boolean[] {
+  const re = /\tUnitRE += regexp\.MustCompile\(`([^`]*)`\)/.exec(readFileSync(join(DIR, "agent/internal/settings/settings.go"), "utf8"))![1];
+  return NAMES.map((n) => new RegExp(re).test(n));
 }
 
 function nixAccepts(re = /^\s*unitNameRegex = (".*");$/m.exec(readFileSync(join(DIR, "auto-upgrade.nix"), "utf8"))![1]): boolean[] {
@@ -40,10 +44,10 @@ function nixAccepts(re = /^\s*unitNameRegex = (".*");$/m.exec(readFileSync(join(
   return JSON.parse(out);
 }
 
-describe("systemd unit names: schema, module and script agree", () => {
+describe("systemd unit names: schema, module and agent agree", () => {
   it("accept and reject the same names, all of them names NixOS accepts", () => {
     const schema = NAMES.map(schemaAccepts);
-    expect(bashAccepts()).toEqual(schema);
+    expect(agentAccepts()).toEqual(schema);
     expect(nixAccepts()).toEqual(schema);
     const nixos = nixAccepts(printNix(NIXOS_UNIT_PATTERN));
     expect(NAMES.filter((_, i) => schema[i] && !nixos[i])).toEqual([]);

@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { join, relative, resolve, sep } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseDocument } from "yaml";
+import { agentFiles } from "../../render/files";
 
 const REPO = resolve(__dirname, "..", "..");
 const GOLDEN_DIR = join(REPO, "test", "golden");
@@ -100,13 +101,14 @@ describe("nixfleet render: golden files", () => {
     const run = await cli(["render", "--stack", "golden", "--stacks-dir", "test/golden", "--out", out]);
     expect(run.stderr).toBe("");
     expect(run.code).toBe(0);
-    expect(run.stdout).toMatch(/^rendered 20 files for stack golden into /);
+    // Per host: its two rendered files, the module, the settings table and the agent's source.
+    expect(run.stdout).toMatch(new RegExp(`^rendered ${4 * (4 + agentFiles().length)} files for stack golden into `));
 
-    // The shipped module, script and settings table are nixfleet's source (module and script with a header), the same for every host
+    // The shipped module, settings table and agent are nixfleet's source (module and agent with a header), the same for every host
     // (render/files.test.ts pins that); the golden tree holds what is rendered from the config.
     const source = (f: string) => readFileSync(join(REPO, "nix", f), "utf8");
     for (const file of listFiles(out).filter((f) => f.includes("/modules/"))) {
-      expect(readFileSync(join(out, file), "utf8").replace(/^(#![^\n]*\n)?# installed by nixfleet[^\n]*\n/, "$1"), file).toBe(source(file.replace(/^[^/]+\//, "")));
+      expect(readFileSync(join(out, file), "utf8").replace(/^# installed by nixfleet[^\n]*\n|^\/\/ installed by nixfleet[^\n]*\n\n/, ""), file).toBe(source(file.replace(/^[^/]+\//, "")));
       rmSync(join(out, file));
     }
 

@@ -37,7 +37,8 @@ describe("pulumi against the simulated fleet", () => {
     const preview = await t.stack.preview({ diff: true });
     // Each host's deploy carries the bundle of its files as stdin (the engine shows its first lines).
     expect(preview.stdout).toMatch(/fleet-malphas-deploy/);
-    expect(preview.stdout).toMatch(/stdin\s+: "nixfleet-bundle 1\\nfile 0755 [0-9a-f]{64} gzip-base64 \d+ modules\/services\/system\/auto-upgrade\.sh/);
+    // Files in path order: the host's own rendered settings come first, as text.
+    expect(preview.stdout).toMatch(/stdin\s+: "nixfleet-bundle 1\\nfile 0644 [0-9a-f]{64} text \d+ hosts\/malphas\/nixfleet\.nix\\n/);
     expect(await allSessions(t.fleet)).toEqual(before);
     expect(await Promise.all(t.fleet.hosts.map(systemState))).toEqual(systems);
     for (const h of t.fleet.hosts) expect(await fs.stat(hostPath(h, path.join(h.checkout, "modules"))).catch(() => null)).toBeNull();

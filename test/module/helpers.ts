@@ -15,7 +15,7 @@ import { renderHost } from "../../render/files";
 export const ROOT = resolve(__dirname, "..", "..");
 export const LITE = join(ROOT, "test", "nixos-lite");
 export const MODULE = join(ROOT, "nix", "modules", "services", "system", "auto-upgrade.nix");
-export const SCRIPT_SRC = join(ROOT, "nix", "modules", "services", "system", "auto-upgrade.sh");
+export const AGENT_SRC = join(ROOT, "nix", "modules", "services", "system", "agent");
 export const FIXTURES = join(__dirname, "fixtures");
 export const NIX_OPTS = ["--option", "substituters", ""];
 export const FLAKES = ["--extra-experimental-features", "nix-command flakes"];
@@ -86,7 +86,7 @@ export function systemExpr(dir: string, host: string, select: string): string {
     sys = lite.nixosSystem { modules = [ ${dir}/hosts/${host}/configuration.nix { networking.hostName = "${host}"; } ]; };
     cfg = sys.config;
     inherit (sys) pkgs;
-    pkg = builtins.head (builtins.filter (p: p.name == "auto-upgrade") cfg.environment.systemPackages);
+    pkg = builtins.head (builtins.filter (p: (p.pname or "") == "nixfleet-agent") cfg.environment.systemPackages);
   in ${select}`;
 }
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../../config/schema";
 import {
-  CHEZMOI, FIXTURES, FLAKES, LITE, MODULE, NIX_OPTS, OPT, SCRIPT_SRC, UNITS, type HostSpec,
+  AGENT_SRC, CHEZMOI, FIXTURES, FLAKES, LITE, MODULE, NIX_OPTS, OPT, UNITS, type HostSpec,
   evalFailure, mustEval, readUnitSettings, systemExpr, useWorkDir, writeCheckout,
 } from "./helpers";
 
@@ -66,8 +66,8 @@ describe("each role's defaults, evaluated through nixos-lite", () => {
       expect(settingsOf(env)).toEqual(defaults(name, expected[role].commit));
       // As nixpkgs' upgrade service: HOME for git/ssh; NixOS' own PATH for every service.
       expect(env.HOME).toBe("/root");
-      // The script's runtime is also the unit's `path` (as nixpkgs' upgrade service): git, ssh, nix first.
-      for (const pkg of ["nix", "openssh", "git-minimal", "util-linux", "coreutils", "systemd", "gzip"]) {
+      // The agent's runtime is the unit's `path` (as nixpkgs' upgrade service): git, ssh, nix first.
+      for (const pkg of ["nix", "openssh", "git-minimal", "util-linux", "coreutils", "systemd"]) {
         expect(env.PATH).toMatch(new RegExp(`(^|:)/nix/store/[a-z0-9]{32}-${pkg}-nixos-lite-standin/bin(:|$)`));
       }
       expect(env.PATH).not.toMatch(/jq|-nh-/);
@@ -83,8 +83,8 @@ describe("each role's defaults, evaluated through nixos-lite", () => {
         Wants: `${CHEZMOI} network-online.target`,
         Description: "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back",
       });
-      expect(r.service.serviceConfig).toMatchObject({ Type: "oneshot", ExecStart: `${r.pkgOut}/bin/auto-upgrade run` });
-      expect(r.service.serviceConfig.ExecStart).toMatch(/^\/nix\/store\/[a-z0-9]{32}-auto-upgrade\/bin\/auto-upgrade run$/);
+      expect(r.service.serviceConfig).toMatchObject({ Type: "oneshot", ExecStart: `${r.pkgOut}/bin/nixfleet-agent run` });
+      expect(r.service.serviceConfig.ExecStart).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixfleet-agent-[0-9.]+\/bin\/nixfleet-agent run$/);
       expect(r.timer.wantedBy).toEqual(["timers.target"]);
       expect(r.timer.timerConfig).toEqual({ OnCalendar: expected[role].schedule, Persistent: true, RandomizedDelaySec: "30min" });
       expect(r.toplevel).toMatch(new RegExp(`^/nix/store/[a-z0-9]{32}-nixos-system-${name}-nixos-lite\\.drv$`));
@@ -333,49 +333,31 @@ describe("assertions for facts only the host knows", () => {
 });
 
 describe("the service's runtime is a stock NixOS host's (like nixpkgs' upgrade service), no jq, no nh", () => {
-  it("the script's PATH is config.nix.package.out, config.programs.ssh.package, gitMinimal and the base tools", () => {
+  it("the unit's PATH starts with config.nix.package.out, config.programs.ssh.package, gitMinimal and the base tools", () => {
     const r = mustEval(withModule(checkout({ name: "rt", role: "server" }), "rt", `({ pkgs, ... }: { nix.package = pkgs.git; programs.ssh.package = pkgs.bash; })`, `{
-      script = pkg.script;
-      want = with pkgs; builtins.concatStringsSep ":" (map (p: "\${p}/bin")
-        [ git bash gitMinimal coreutils util-linux systemd gnugrep gnused findutils gzip ]);
+      path = cfg.systemd.services.auto-upgrade.environment.PATH;
+      want = with pkgs; builtins.concatStringsSep ":" (map (p: "\${p}/bin") [ git bash gitMinimal coreutils util-linux systemd ]);
       jq = "\${pkgs.jq}"; nh = "\${pkgs.nh}"; nix = "\${pkgs.nix}";
     }`));
-    expect(r.script).toContain(`\nexport PATH="${r.want}:$PATH"\n`);
-    for (const absent of [r.jq, r.nh, r.nix]) expect(r.script).not.toContain(absent);
+    expect(r.path.startsWith(`${r.want}:`)).toBe(true);
+    for (const absent of [r.jq, r.nh, r.nix]) expect(r.path).not.toContain(absent);
   });
 });
 
-describe("the upgrade script handed over by the evaluation", () => {
-  let evaluated: { execStart: string; pkgOut: string; script: string; text: string };
-
-  beforeAll(() => {
-    const dir = checkout({ name: "scr", role: "desktop" });
-    const r = mustEval(systemExpr(dir, "scr", `{
+describe("the agent handed over by the evaluation", () => {
+  it("ExecStart runs the agent buildGoModule builds from the source shipped beside the module (no tests in it)", () => {
+    const dir = checkout({ name: "agt", role: "desktop" });
+    const r = mustEval(systemExpr(dir, "agt", `{
       execStart = cfg.systemd.services.auto-upgrade.serviceConfig.ExecStart;
       pkgOut = pkg.outPath;
-      script = pkg.script;
-      text = pkg.text;
+      src = toString pkg.src;
+      files = builtins.attrNames (builtins.readDir pkg.src);
+      main = builtins.readFile (pkg.src + "/cmd/nixfleet-agent/main.go");
     }`));
-    evaluated = r;
-  });
-
-  it("ExecStart runs the packaged script; its text is auto-upgrade.sh behind the writeShellApplication preamble", () => {
-    expect(evaluated.execStart).toBe(`${evaluated.pkgOut}/bin/auto-upgrade run`);
-    const src = readFileSync(SCRIPT_SRC, "utf8");
-    // The module reads the shipped copy in the checkout (renderer header after the shebang).
-    expect(evaluated.text.replace(/\n# installed by nixfleet[^\n]*\n/, "\n")).toBe(src);
-    expect(evaluated.script.startsWith("#!/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n")).toBe(true);
-    expect(evaluated.script).toMatch(/\nexport PATH="(\/nix\/store\/[a-z0-9]{32}-[a-z-]+-nixos-lite-standin\/bin:){10}\$PATH"\n/);
-    expect(evaluated.script.endsWith(`\n${evaluated.text}\n`)).toBe(true);
-  });
-
-  it("passes bash -n and shellcheck", () => {
-    const file = join(work(), "auto-upgrade-evaluated");
-    writeFileSync(file, evaluated.script, { mode: 0o755 });
-    execFileSync("bash", ["-n", file], { stdio: "pipe" });
-    const sc = spawnSync("/usr/bin/shellcheck", [file], { encoding: "utf8" });
-    expect(sc.stdout + sc.stderr).toBe("");
-    expect(sc.status).toBe(0);
+    expect(r.execStart).toBe(`${r.pkgOut}/bin/nixfleet-agent run`);
+    expect(r.files).toEqual(["cmd", "go.mod", "internal", "package.nix"]);
+    // The checkout's copy: the renderer's header, then the source byte for byte.
+    expect(r.main.replace(/^\/\/ installed by nixfleet[^\n]*\n\n/, "")).toBe(readFileSync(join(AGENT_SRC, "cmd/nixfleet-agent/main.go"), "utf8"));
   });
 });
 
@@ -431,10 +413,10 @@ describe("nix build of a flake using nixos-lite", () => {
     const svc = units.services["auto-upgrade"];
     expect(svc.environment.AUTO_UPGRADE_FLAKE_HOST).toBe("h1");
     expect(units.timers["auto-upgrade"].timerConfig.OnCalendar).toBe("04:00");
-    // ExecStart is the built script, linked into sw/bin.
-    const exe = readlinkSync(join(out, "sw", "bin", "auto-upgrade"));
+    // ExecStart is the agent, compiled (by nixos-lite's buildGoModule, the machine's Go) and linked into sw/bin.
+    const exe = readlinkSync(join(out, "sw", "bin", "nixfleet-agent"));
     expect(svc.serviceConfig.ExecStart).toBe(`${exe} run`);
-    expect(readFileSync(exe, "utf8").startsWith("#!/bin/bash\n")).toBe(true);
+    expect(readFileSync(exe).subarray(0, 4).toString("latin1")).toBe("\x7fELF");
 
     const sw = join(out, "bin", "switch-to-configuration");
     const refused = spawnSync(sw, ["switch"], { encoding: "utf8", env: { PATH: process.env.PATH } });

@@ -127,4 +127,7 @@ in
   getent = standIn "getent" "getent";
   gawk = standIn "gawk" "awk";
   iproute2 = standIn "iproute2" "ip";
+  # SIMULATED: the machine's own Go (Debian's golang-go, see go.nix); the agent is built as on a real host
+  # (no simulation tag: a machine has real paths, nothing to prefix).
+  buildGoModule = import ./go.nix { inherit system; };
 }

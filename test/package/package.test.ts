@@ -164,8 +164,10 @@ describe.each(["pinned", "newest"])("the packed package in a fresh `pulumi new t
     const files = (await fs.readdir(root, { recursive: true })).map(String);
     expect(files).toContain(path.join("dist", "components", "index.js"));
     expect(files).toContain(path.join("dist", "components", "index.d.ts"));
-    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "auto-upgrade.sh"));
     expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "auto-upgrade.json"));
+    // The agent's source: every host builds it (push-bootstrap.sh, the module's buildGoModule).
+    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "agent", "package.nix"));
+    expect(files).toContain(path.join("dist", "nix", "modules", "services", "system", "agent", "cmd", "nixfleet-agent", "main.go"));
     expect(files).toContain(path.join("dist", "nix", "push-bootstrap.sh"));
     expect(files.filter((f) => f.endsWith(".ts") && !f.endsWith(".d.ts"))).toEqual([]);
     expect(files.filter((f) => f.endsWith(".test.js"))).toEqual([]);
@@ -206,13 +208,17 @@ describe("healing without plumbing (newest SDK)", () => {
   it("a Fleet without `previous` heals a failed confirm on the next plain up", async () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
-    // The fault: a pre-update hook of the host's own (heal-fault.service) alters the root-owned script
-    // copy that deploy installed, while a marker file exists. Deploy still succeeds (it arms the
-    // activator); confirm refuses to run an altered script as root and fails; no confirmation arrives,
-    // so the host rolls back. Removing the marker fixes the cause.
+    // The fault: a pre-update hook of the host's own (heal-fault.service), while a marker file exists,
+    // starts a watcher that, once the activator awaits confirmation, points the state dir's agent link
+    // (the GC root deploy keeps; confirm runs it) away from the Nix store. The activator already runs, so
+    // deploy still succeeds; confirm refuses to run a non-store agent as root and fails; no confirmation
+    // arrives, so the host rolls back. Removing the marker fixes the cause (the next push roots the agent
+    // again).
     const marker = path.join(dir, "heal-fault");
-    const copy = path.join(host.stateDir, "auto-upgrade.sh");
-    await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then echo '# altered' >> ${copy}; fi"; };`);
+    const status = path.join(host.stateDir, "status.json");
+    const link = path.join(host.stateDir, "agent");
+    const watch = `until grep -q 'Awaiting confirmation' ${status}; do sleep 0.1; done; ln -sfn /run/heal-fault-not-an-agent ${link}`;
+    await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then systemd-run --unit=heal-fault-watch --collect -- sh -c \\"${watch}\\"; fi"; };`);
     const preUpdateHooks = ["chezmoi-pre-update.service", "heal-fault.service"];
     // First the hook itself must be on the host: a rollout that activates it (a missing hook only warns).
     const armed = await program(p, { stack: "newest", confirmTimeout: 11, preUpdateHooks });
@@ -225,7 +231,7 @@ describe("healing without plumbing (newest SDK)", () => {
     await fs.writeFile(marker, "");
     const failed = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(failed.failure ?? JSON.stringify(failed)).toMatch(/lab-vm-confirm/);
-    expect(failed.failure).toMatch(/is not the script nixfleet installed; refusing to run it as root/);
+    expect(failed.failure).toMatch(/is not an agent in the Nix store; refusing to run it as root/);
     expect(failed.failure).not.toMatch(/lab-vm-deploy failed/);
     const rolled = await waitFor("the host to roll back", async () => ((await hostStatus(host)).result === "rolled-back" ? hostStatus(host) : null), 120_000, 500);
     expect(rolled.message).toMatch(/no confirmation/);

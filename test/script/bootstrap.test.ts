@@ -1,10 +1,11 @@
-// nix/push-bootstrap.sh (docs/rollout.md §5), the JSON escaper, shellcheck of both shipped files, and a
-// push on a PATH with only stock NixOS tools (no jq, no nh).
+// nix/push-bootstrap.sh (docs/rollout.md §5): refusals, the agent it builds, shellcheck; and a push on a
+// PATH with only stock NixOS tools (no jq, no nh). The agent's JSON is encoding/json (Go unit tests).
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { BOOTSTRAP, bundle, cleanupHosts, confirm, makeHost, push, pushFiles, run, SCRIPT, sha256, status, type Host } from "./harness";
+import { BOOTSTRAP, bundle, cleanupHosts, confirm, makeHost, push, pushFiles, run, sha256, status, type Host } from "./harness";
+import { agentFiles } from "../../render/files";
 
 afterEach(cleanupHosts);
 
@@ -23,7 +24,7 @@ function expectRefused(h: Host, r: { code: number | null; stdout: string; stderr
 }
 
 describe("push-bootstrap.sh", () => {
-  it("a good bundle runs the staged script's push; AUTO_UPGRADE_RETRY makes the token <T>-r<N>", async () => {
+  it("a good bundle: builds the staged agent and runs its push; AUTO_UPGRADE_RETRY makes the token <T>-r<N>", async () => {
     const h = makeHost();
     const files = pushFiles(h, [{ path: "roles/form-desktop.nix", content: "{ }\n" }]);
     const r = await push(h, files, { AUTO_UPGRADE_RETRY: "3" });
@@ -50,29 +51,18 @@ describe("push-bootstrap.sh", () => {
     }
   });
 
-  it("refuses a bundle that is not one, is truncated, has trailing data, or does not start with the script", async () => {
+  it("refuses a bundle that is not one, is truncated, has trailing data, or has no agent source", async () => {
     const h = makeHost();
     const good = bundle(pushFiles(h));
     expectRefused(h, await bootstrap(h, "hello\n"), /not a nixfleet bundle/);
     expectRefused(h, await bootstrap(h, good.slice(0, good.length - 40)), /ends inside|without its 'end'/);
     expectRefused(h, await bootstrap(h, `${good}file 0644 ${sha256("x\n")} text 1 x\nx\n`), /data after/);
-    const [script, settings] = pushFiles(h);
-    expectRefused(h, await bootstrap(h, bundle([settings, script])), /first file must be modules\/services\/system\/auto-upgrade\.sh/);
+    const settings = pushFiles(h).find((f) => f.path.endsWith("nixfleet.nix"))!;
+    expectRefused(h, await bootstrap(h, bundle([settings])), /the bundle has no modules\/services\/system\/agent\/package\.nix/);
   });
 });
 
-describe("JSON without jq", () => {
-  const jsonStr = (value: string) =>
-    spawnSync("bash", ["-c", `source <(sed -n '/^json_str()/,/^}/p' "$1"); json_str "$2"`, "_", SCRIPT, value], { encoding: "utf8", env: { PATH: "/usr/bin:/bin", LANG: "C.UTF-8" } }).stdout;
-
-  it("escapes every control character, quotes and backslashes; passes UTF-8 through (checked by a real JSON parser)", () => {
-    const controls = Array.from({ length: 31 }, (_, i) => String.fromCharCode(i + 1)).join("");
-    for (const v of [controls, 'say "hi" \\ back\\\\slash', "ünïcödé 日本語 🚀", "\u007f del", "", "%s %d \\u0041", "a\nb\r\nc\td"]) {
-      const out = jsonStr(v);
-      expect(JSON.parse(out), JSON.stringify(v)).toBe(v);
-    }
-  });
-
+describe("JSON", () => {
   it("status.json and the push result line parse with a real JSON parser (message with tool output)", async () => {
     const h = makeHost();
     const r = await push(h);
@@ -82,21 +72,9 @@ describe("JSON without jq", () => {
 });
 
 describe("shellcheck and stock tools", () => {
-  it("both shipped files are shellcheck-clean, the script also as writeShellApplication wraps it", () => {
-    for (const f of [SCRIPT, BOOTSTRAP]) {
-      const r = spawnSync("shellcheck", [f], { encoding: "utf8" });
-      expect(r.status, r.stdout).toBe(0);
-    }
-    // nixpkgs' writeShellApplication: runtimeShell shebang, errexit/nounset/pipefail, PATH export, then the text.
-    const dir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? "/tmp", "au-wsa-"));
-    try {
-      const wrapped = path.join(dir, "auto-upgrade");
-      fs.writeFileSync(wrapped, `#!/nix/store/00000000000000000000000000000000-bash-5.2p37/bin/bash\nset -o errexit\nset -o nounset\nset -o pipefail\n\nexport PATH="/nix/store/00000000000000000000000000000000-coreutils/bin:$PATH"\n\n${fs.readFileSync(SCRIPT, "utf8")}`);
-      const r = spawnSync("shellcheck", [wrapped], { encoding: "utf8" });
-      expect(r.status, r.stdout).toBe(0);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+  it("the bootstrap is shellcheck-clean", () => {
+    const r = spawnSync("shellcheck", [BOOTSTRAP], { encoding: "utf8" });
+    expect(r.status, r.stdout).toBe(0);
   });
 
   it("push + confirm work on a PATH of stock NixOS tools only (no jq, no nh, no Debian extras)", async () => {
@@ -119,6 +97,7 @@ describe("shellcheck and stock tools", () => {
     expect(d.code, d.stderr).toBe(0);
     expect((await confirm(h, d.token, env)).code).toBe(0);
     expect(status(h)).toMatchObject({ result: "success" });
-    expect(fs.readFileSync(SCRIPT, "utf8")).not.toMatch(/^[^#]*\b(jq|nh)\s/m);
+    // The agent starts no jq and no nh (a tool is started by its name as a Go string literal).
+    for (const f of agentFiles()) expect(f.content, f.path).not.toMatch(/"(jq|nh)"/);
   });
 });

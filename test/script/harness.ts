@@ -1,11 +1,12 @@
-// A test "host" for auto-upgrade.sh and push-bootstrap.sh, run locally under real bash.
-// REAL: bash, coreutils, util-linux (flock, runuser, setsid), git (a bare origin in the sandbox), nix
-// (`nix build` of test/script/flake, `nix-env -p` on a real profile, `nix-store --add-root`), and the
-// checkout owner `nobody` (git runs as that user through the real runuser).
-// FAKE (test/script/fakes, first on PATH): logger (journal file), systemctl, systemd-run; and the built
-// systems' switch-to-configuration (test/script/flake/switch-to-configuration.sh). No jq, no nh on the
-// host's PATH that matters: the script must not call them (the PATH has /usr/bin, which has jq; the
-// `no-stock-tools` test checks the script text instead).
+// A test "host" for nixfleet-agent and push-bootstrap.sh, run locally.
+// REAL: the agent (built by the bootstrap from the bundle's source, with `nix build`), bash, coreutils,
+// util-linux (flock, runuser, setsid), git (a bare origin in the sandbox), nix (`nix build` of
+// test/script/flake, `nix-env -p` on a real profile, `nix-store --add-root`), and the checkout owner `nobody`
+// (git runs as that user through the real runuser).
+// FAKE (test/script/fakes, first on PATH): logger (journal file), systemctl, systemd-run; the built systems'
+// switch-to-configuration (test/script/flake/switch-to-configuration.sh); and nixpkgs' buildGoModule (the
+// test flake's stand-in over the deployer's Go). The `stock tools` test runs a push on a PATH of stock NixOS
+// tools only.
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -13,10 +14,10 @@ import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { createHash } from "node:crypto";
 
+import { agentFiles, AGENT_DIR } from "../../render/files";
+
 export const REPO = path.resolve(__dirname, "../..");
-export const SCRIPT = path.join(REPO, "nix/modules/services/system/auto-upgrade.sh");
 export const BOOTSTRAP = path.join(REPO, "nix/push-bootstrap.sh");
-export const SCRIPT_REL = "modules/services/system/auto-upgrade.sh";
 const FAKES = path.join(__dirname, "fakes");
 const FLAKE = path.join(__dirname, "flake");
 export const HOST = "malphas";
@@ -144,6 +145,7 @@ export function makeHost(config: HostConfig = {}, extraEnv: Record<string, strin
   gitAs(cfg, "remote", "add", "origin", origin);
   writeAsOwner(path.join(cfg, "flake.nix"), fs.readFileSync(path.join(FLAKE, "flake.nix"), "utf8"));
   writeAsOwner(path.join(cfg, "switch-to-configuration.sh"), fs.readFileSync(path.join(FLAKE, "switch-to-configuration.sh"), "utf8"));
+  writeAsOwner(path.join(cfg, "build-go-module.nix"), fs.readFileSync(path.join(REPO, "test/nixos-lite/go.nix"), "utf8"));
   writeAsOwner(path.join(cfg, "flake.lock"), '{"nodes":{"root":{}},"root":"root","version":7}\n');
   writeHostConfig({ cfg } as Host, config);
   writeAsOwner(path.join(cfg, "hosts", HOST, "nixfleet.nix"), settingsNix(env));
@@ -229,10 +231,10 @@ export function bundle(files: BundleFile[]): string {
 
 export const tokenOf = (b: string) => sha256(b).slice(0, 16);
 
-/** The files nixfleet pushes to the host: the script and the host's settings file (and optional extras). */
+/** The files nixfleet pushes to the host: the agent's source and the host's settings file (and optional extras). */
 export function pushFiles(h: Host, extra: BundleFile[] = [], settings: Record<string, string> = h.env): BundleFile[] {
   return [
-    { path: SCRIPT_REL, content: fs.readFileSync(SCRIPT, "utf8") },
+    ...agentFiles().map((f) => ({ path: f.path, content: f.content })),
     { path: `hosts/${HOST}/nixfleet.nix`, content: settingsNix(settings) },
     ...extra,
   ];
@@ -245,12 +247,34 @@ export async function push(h: Host, files: BundleFile[] = pushFiles(h), env: Rec
   return { ...r, token: tokenOf(b) };
 }
 
-/** Session 2: `auto-upgrade.sh confirm T`, from the installed checkout copy. */
+/** Session 2: `nixfleet-agent confirm T`, the agent push rooted at $STATE_DIR/agent (components/remote.ts). */
 export const confirm = (h: Host, token: string, env: Record<string, string> = {}) =>
-  run(["bash", path.join(h.cfg, SCRIPT_REL), "confirm", token], { ...h.env, ...env });
+  run([path.join(h.state, "agent/bin/nixfleet-agent"), "confirm", token], { ...h.env, ...env });
 
-/** The timer's run (the service runs the packaged script; the text is the same). */
-export const timer = (h: Host, env: Record<string, string> = {}) => run(["bash", SCRIPT, "run"], { ...h.env, ...env });
+let agentPath: string | undefined;
+
+/**
+ * The agent as the module builds it for the timer: the shipped source (the same bytes a bundle carries, so
+ * the same store path the bootstrap builds) through the host flake's buildGoModule. Built once per process.
+ */
+export function agent(h: Host): string {
+  if (agentPath === undefined) {
+    const src = path.join(h.root, "agent-src");
+    for (const f of agentFiles()) {
+      fs.mkdirSync(path.dirname(path.join(src, f.path)), { recursive: true });
+      fs.writeFileSync(path.join(src, f.path), f.content);
+    }
+    const expr = '{ cfg, host, src }: import (/. + src + "/package.nix") { inherit ((builtins.getFlake ("git+file://" + cfg)).nixosConfigurations.${host}.pkgs) buildGoModule; }';
+    sh("nix", ["--extra-experimental-features", "nix-command flakes", "build", "--impure", "--out-link", path.join(h.root, "agent"),
+      "--argstr", "cfg", h.cfg, "--argstr", "host", HOST, "--argstr", "src", path.join(src, AGENT_DIR), "--expr", expr],
+      { env: { ...process.env, ...h.env, GIT_CONFIG_COUNT: "1", GIT_CONFIG_KEY_0: "safe.directory", GIT_CONFIG_VALUE_0: h.cfg } });
+    agentPath = path.join(fs.realpathSync(path.join(h.root, "agent")), "bin/nixfleet-agent");
+  }
+  return agentPath;
+}
+
+/** The timer's run (the service runs the agent the module built). */
+export const timer = (h: Host, env: Record<string, string> = {}) => run([agent(h), "run"], { ...h.env, ...env });
 
 export const status = (h: Host) => JSON.parse(fs.readFileSync(path.join(h.state, "status.json"), "utf8"));
 export const journal = (h: Host) => fs.readFileSync(path.join(h.root, "journal"), "utf8");

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { BOOTSTRAP, bundle, cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, pushFiles, run, SCRIPT, status, systemState, timer, waitFor, writeHostConfig } from "./harness";
+import { BOOTSTRAP, bundle, cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, pushFiles, run, agent, status, systemState, timer, waitFor, writeHostConfig } from "./harness";
 
 afterEach(cleanupHosts);
 
@@ -102,12 +102,12 @@ describe("status", () => {
     const h = makeHost();
     await timer(h);
     const bare = { PATH: "/usr/bin:/bin" };
-    const r = await run(["bash", SCRIPT, "status", h.state], bare);
+    const r = await run([agent(h), "status", h.state], bare);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ host: "malphas", result: "success" });
-    const viaEnv = await run(["bash", SCRIPT, "status"], { ...bare, AUTO_UPGRADE_STATE_DIR: h.state });
+    const viaEnv = await run([agent(h), "status"], { ...bare, AUTO_UPGRADE_STATE_DIR: h.state });
     expect(viaEnv.stdout).toBe(r.stdout);
-    const none = await run(["bash", SCRIPT, "status", path.join(h.root, "nowhere")], bare);
+    const none = await run([agent(h), "status", path.join(h.root, "nowhere")], bare);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no status record yet/);
   });
@@ -120,7 +120,7 @@ describe("status", () => {
     const varLib = path.join(h.root, "varlib");
     fs.mkdirSync(path.join(varLib, "auto-upgrade"), { recursive: true });
     const bareStatus = () =>
-      run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$1" /var/lib && exec env -i PATH=/usr/bin:/bin bash "$2" status', "bare", varLib, SCRIPT], { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" });
+      run(["unshare", "--mount", "--", "sh", "-c", 'mount --bind "$1" /var/lib && exec env -i PATH=/usr/bin:/bin "$2" status', "bare", varLib, agent(h)], { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" });
     const none = await bareStatus();
     expect(none.code).toBe(1);
     expect(none.stderr).toBe("auto-upgrade: no status record yet (/var/lib/auto-upgrade/status.json)\n");

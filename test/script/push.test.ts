@@ -4,7 +4,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, SCRIPT_REL, status, systemState, validated, writeHostConfig } from "./harness";
+import { cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, status, systemState, validated, writeHostConfig } from "./harness";
+import { AGENT_PACKAGE } from "../../render/files";
 
 afterEach(cleanupHosts);
 
@@ -32,8 +33,8 @@ describe("push: deploy + confirm", () => {
     expect(systemState(h)).toEqual({ running: out.validatedPath, profile: out.validatedPath, boot: out.validatedPath });
     expect(golden(h)).toBe(out.validatedPath);
     // Installed as the owner, tracked by git, no root-owned file in the checkout, the stage removed.
-    expect(fs.statSync(path.join(h.cfg, SCRIPT_REL)).uid).not.toBe(0);
-    expect(fs.statSync(path.join(h.cfg, SCRIPT_REL)).mode & 0o777).toBe(0o755);
+    expect(fs.statSync(path.join(h.cfg, AGENT_PACKAGE)).uid).not.toBe(0);
+    expect(fs.statSync(path.join(h.cfg, AGENT_PACKAGE)).mode & 0o777).toBe(0o644);
     expect(rootOwned(h.cfg)).toEqual([]);
     expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
     expect(fs.existsSync(path.join(h.state, "lease"))).toBe(false);

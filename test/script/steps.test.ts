@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, run, SCRIPT, status, systemState, timer, validated, writeHostConfig } from "./harness";
+import { cleanupHosts, commitAsOwner, confirm, journal, makeHost, push, run, agent, status, systemState, timer, validated, writeHostConfig } from "./harness";
 
 afterEach(cleanupHosts);
 
@@ -102,9 +102,9 @@ describe("usage and settings", () => {
   it("old per-step verbs are gone; a token must be a token", async () => {
     const h = makeHost();
     for (const args of [["switch"], ["validate"], ["confirm", "../../x"], ["activate"]]) {
-      const r = await run(["bash", SCRIPT, ...args], h.env);
+      const r = await run([agent(h), ...args], h.env);
       expect(r.code, args.join(" ")).toBe(2);
-      expect(r.stderr).toMatch(/usage: auto-upgrade run \| push STAGE/);
+      expect(r.stderr).toMatch(/usage: nixfleet-agent run \| push STAGE/);
     }
   });
 });

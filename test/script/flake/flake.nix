@@ -1,6 +1,6 @@
 # SIMULATED NixOS for the script tests (nixpkgs is not available offline; this is not NixOS).
 # nixosConfigurations.<host>.config.system.build.toplevel is a REAL derivation (builder /bin/sh, built by the
-# real `nix build`) whose output has what auto-upgrade.sh reads of a NixOS system:
+# real `nix build`) whose output has what the agent reads of a NixOS system:
 #   bin/switch-to-configuration   ./switch-to-configuration.sh (SIMULATED test/boot/switch, see there)
 #   etc/systemd/system/auto-upgrade.service   `Environment=` lines exactly as NixOS writes them
 #                                 (builtins.toJSON "NAME=VALUE", `%` doubled) from hosts/<h>/nixfleet.nix
@@ -10,6 +10,8 @@
 #   sw/<name>                     packages in the system's closure: derivations named <name>-<version>
 #                                 (what `nix store diff-closures` compares by name and version): hello
 #                                 (helloKiB KiB of padding, so its size changes too) and `packages`
+# nixosConfigurations.<host>.pkgs.buildGoModule: a SIMULATED buildGoModule over the deployer's Go (see there),
+# with which nix/push-bootstrap.sh builds the agent.
 # hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
 # activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; hello ? "2.10"; helloKiB ? 0;
 # packages ? {}; breakRemote ? ""; }
@@ -76,7 +78,10 @@
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };
+      # SIMULATED nixpkgs.buildGoModule over the deployer's Go: nixos-lite's (copied here by the harness), with
+      # the tag that makes this test host's agent read AUTO_UPGRADE_ROOT (the real build never does).
+      buildGoModule = args: import ./build-go-module.nix { system = "x86_64-linux"; } (args // { tags = (args.tags or [ ]) ++ [ "nixfleet_sim_root" ]; });
     in {
-      nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value.config.system.build.toplevel = system n; }) names);
+      nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value = { config.system.build.toplevel = system n; pkgs = { inherit buildGoModule; }; }; }) names);
     };
 }

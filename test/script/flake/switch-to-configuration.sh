@@ -1,5 +1,5 @@
 #!/bin/bash
-# SIMULATED switch-to-configuration (script tests; not NixOS). Models what auto-upgrade.sh depends on, under
+# SIMULATED switch-to-configuration (script tests; not NixOS). Models what the agent depends on, under
 # $FAKE_ROOT (the test host's root; the fake systemd-run passes it like a machine identity):
 #   test|switch  runs the "activation": $FAKE_ROOT/run/current-system -> this system FIRST (as NixOS'
 #                activate script does, so a failed activation leaves the host half on the new system),

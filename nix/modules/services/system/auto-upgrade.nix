@@ -1,12 +1,12 @@
 # nixfleet auto-upgrade — safe, validated NixOS upgrades from a nix-config checkout.
 #
 # What it does: a systemd timer (`auto-upgrade.timer`) starts `auto-upgrade.service`, which runs
-# `auto-upgrade run` from the script next to this file (./auto-upgrade.sh, packaged with
-# pkgs.writeShellApplication). The workflow, in order:
+# `nixfleet-agent run`: the agent next to this file (./agent, a Go program using only the standard
+# library, built with pkgs.buildGoModule). The workflow, in order:
 #
 #   1. pre-update hooks, e.g. `chezmoi-pre-update.service` to sync dotfiles: systemd starts the
 #      units of `preUpdateHooks` before the service (they are in its `after`/`wants`, in order;
-#      systemd does not order them among themselves), and the script stops if one failed, or if
+#      systemd does not order them among themselves), and the agent stops if one failed, or if
 #      one listed in `requiredHooks` does not exist. Push mode starts them itself, one by one.
 #   2. `git pull --ff-only` of `remote`/`branch` in the checkout at `configPath`, run as `user`.
 #   3. validate (always): `nix build` of `nixosConfigurations.<flakeHost>`; the
@@ -23,9 +23,10 @@
 # default off), and the safe-activation gate: `healthCheck`, `healthUnits`, `healthTimeout`, and
 # `onFailure` (units systemd starts when a timer run fails or rolls back).
 #
-# Push mode and pull mode share the script: in pull mode this module's timer runs `auto-upgrade run`
+# Push mode and pull mode share the agent: in pull mode this module's timer runs `nixfleet-agent run`
 # with the settings below passed as AUTO_UPGRADE_* environment variables; in push mode nixfleet
-# (Pulumi) runs the shipped script with its own copy of them, and after validation compares that
+# (Pulumi) builds the same agent from the same source (nix/push-bootstrap.sh, with this host's pkgs,
+# so it is the same store path) and runs it with its own copy of them, and after validation compares that
 # copy with the `Environment=` lines of this service in the system it built: a difference (e.g. a
 # `lib.mkForce` in the user's own configuration) fails the deploy before anything is activated.
 # The settings are data in `environment`, never spliced into shell text; systemd expands `%`
@@ -52,8 +53,9 @@ let
   table = builtins.fromJSON (builtins.readFile ./auto-upgrade.json);
 
   # The runtime of nixpkgs' own upgrade service (nixos/modules/tasks/auto-upgrade.nix: nix, ssh for
-  # git remotes, git, coreutils, gzip) plus what the script calls: flock/runuser/setsid/logger,
-  # systemctl/systemd-run, grep, sed, find. Nothing a stock NixOS host lacks: no jq, no nh.
+  # git remotes, git, coreutils) plus what the agent starts: runuser/logger (util-linux),
+  # systemctl/systemd-run, and install/mktemp/mv as the checkout's owner (coreutils). Nothing a stock
+  # NixOS host lacks: no jq, no nh.
   runtime = [
     config.nix.package.out
     config.programs.ssh.package
@@ -61,20 +63,13 @@ let
     pkgs.coreutils
     pkgs.util-linux
     pkgs.systemd
-    pkgs.gnugrep
-    pkgs.gnused
-    pkgs.findutils
-    pkgs.gzip
   ];
 
-  script = pkgs.writeShellApplication {
-    name = "auto-upgrade";
-    runtimeInputs = runtime;
-    text = builtins.readFile ./auto-upgrade.sh;
-  };
+  # The agent, from its source shipped beside this file; the tests stay in nixfleet's repository.
+  agent = import ./agent/package.nix { inherit (pkgs) buildGoModule; };
 
   # systemd unit names: prefix[@instance].type. The same rule as the stack config schema and
-  # auto-upgrade.sh's UNIT_RE; every name it accepts is also one NixOS' unitNameType (the type of
+  # the agent's UnitRE (agent/internal/settings); every name it accepts is also one NixOS' unitNameType (the type of
   # `after`/`wants`/`onFailure`, nixos/lib/systemd-lib.nix) accepts, so the error names this option.
   unitNameRegex = "[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(service|socket|device|mount|automount|swap|target|path|timer|slice|scope)";
   unitName = types.strMatching unitNameRegex;
@@ -140,7 +135,7 @@ in
       type = types.nonEmptyStr;
       inherit (table.host.stateDir) default;
       description = ''
-        Where the script keeps `status.json` (the machine-readable record of the last run) and the
+        Where the agent keeps `status.json` (the machine-readable record of the last run) and the
         GC-rooted `validated` link to the build it validated.
       '';
     };
@@ -169,9 +164,9 @@ in
     warnings = lib.optional (!cfg.preUpdateValidation)
       "myModules.services.system.autoUpgrade.preUpdateValidation = false changes nothing and is deprecated: ${table.settings.preUpdateValidation.deprecated}.";
 
-    # `auto-upgrade status` (and the other steps) for the admin; git because push mode runs in an SSH
+    # `nixfleet-agent status` (and the other steps) for the admin; git because push mode runs in an SSH
     # session, whose PATH is the system's (a stock NixOS system has no git).
-    environment.systemPackages = [ script pkgs.git ];
+    environment.systemPackages = [ agent pkgs.git ];
 
     systemd.services.auto-upgrade = {
       description = "nixfleet auto-upgrade: pre-update hooks, pull, validate, switch, commit-back";
@@ -179,7 +174,7 @@ in
       wants = cfg.preUpdateHooks ++ [ "network-online.target" ];
       # A failed or rolled-back timer run starts these (systemd: OnFailure= in [Unit]).
       inherit (cfg) onFailure;
-      # Also the unit's PATH, as nixpkgs' own upgrade service has it: what the script starts detached
+      # Also the unit's PATH, as nixpkgs' own upgrade service has it: what the agent starts detached
       # (the activator, via systemd-run) gets this PATH handed on explicitly.
       path = runtime;
       # The service switches the system itself: switching must neither restart nor stop it.
@@ -187,7 +182,7 @@ in
       unitConfig.X-StopOnRemoval = false;
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = "${lib.getExe script} run";
+        ExecStart = "${lib.getExe agent} run";
       };
       # As nixpkgs' own upgrade service: Nix's settings, HOME for git and ssh, the proxy. Then the
       # settings: data, not shell text; `%` doubled so systemd passes each value verbatim.
@@ -195,7 +190,7 @@ in
         config.nix.envVars // { HOME = "/root"; } // config.networking.proxy.envVars // {
           AUTO_UPGRADE_CONFIG_PATH = cfg.configPath;
           AUTO_UPGRADE_FLAKE_HOST = cfg.flakeHost;
-          # Empty: the script takes the owner of the checkout.
+          # Empty: the agent takes the owner of the checkout.
           AUTO_UPGRADE_USER = if cfg.user == null then "" else cfg.user;
           ${table.host.stateDir.env} = cfg.stateDir;
         } // settingsEnv

@@ -1,0 +1,3 @@
+module nixfleet/agent
+
+go 1.21
