@@ -30,7 +30,7 @@ export function moduleEnv(host: ResolvedHost): Record<string, string> {
     AUTO_UPGRADE_CONFIG_PATH: host.configPath,
     AUTO_UPGRADE_FLAKE_HOST: host.name,
     [TABLE.host.stateDir.env!]: host.stateDir,
-    // Empty: the script takes the owner of the checkout.
+    // Empty: the agent takes the owner of the checkout.
     AUTO_UPGRADE_USER: host.configOwner ?? "",
   };
   // Every setting the table gives a variable, written as the module writes it (auto-upgrade.nix `envValue`).
@@ -68,7 +68,7 @@ const boundValues = (host: ResolvedHost, t: Timeouts) => ({ ...t, healthTimeout:
  */
 export const deployBound = (host: ResolvedHost, t: Timeouts) => boundSeconds("deploy", boundValues(host, t));
 /**
- * Seconds `<host>-confirm` may run (auto-upgrade.json `bounds.confirm`): more than the script's own wait,
+ * Seconds `<host>-confirm` may run (auto-upgrade.json `bounds.confirm`): more than the agent's own wait,
  * the lease hand-back and a retried commit-back, so a slow commit-back is reported by the host, not cut off.
  */
 export const confirmBound = (host: ResolvedHost, t: Timeouts) => boundSeconds("confirm", boundValues(host, t));
@@ -136,7 +136,7 @@ export function hostCommands(host: ResolvedHost, timeouts: Timeouts, retry = 0) 
   return {
     files,
     bundle,
-    /** The rollout token the script derives from this bundle and retry. */
+    /** The rollout token the agent derives from this bundle and retry. */
     token: rolloutToken(bundle, retry),
     deploy: deployCommand(host, timeouts, retry),
     confirm: (deployStdout: string | undefined) => confirmCommand(host, timeouts, deployStdout),

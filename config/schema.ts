@@ -12,7 +12,7 @@ export { ConfigError, configKeyPath, ROLES, STACK_CONFIG, type KeyPath, type Pre
 
 const isPreset = (r: string): r is Preset => (ROLES as readonly string[]).includes(r);
 
-// systemd.unit(5) names, the same rule as the module's assertion and the script's UNIT_RE: letters,
+// systemd.unit(5) names, the same rule as the module's assertion and the agent's UnitRE: letters,
 // digits and ":-_.\" (not "-" first), one "@" for a template, a unit type suffix; at most 255 chars.
 const UNIT_SUFFIXES = ["service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope"];
 const UNIT_NAME = new RegExp(`^[A-Za-z0-9:_.\\\\][-A-Za-z0-9:_.\\\\]*(@[-A-Za-z0-9:_.\\\\]*)?\\.(${UNIT_SUFFIXES.join("|")})$`);
@@ -192,7 +192,7 @@ export type HostConfig = z.infer<typeof host>;
 const T = TABLE.timeouts;
 
 /**
- * Bounds of the remote phases (docs/rollout.md §3, auto-upgrade.json `timeouts`): the script runs
+ * Bounds of the remote phases (docs/rollout.md §3, auto-upgrade.json `timeouts`): the agent runs
  * each under `timeout`; the deploy and confirm commands are bounded by the table's sums (the
  * provider ignores customTimeouts).
  */

@@ -99,7 +99,7 @@ export const DEFAULT_HOSTS: readonly FleetHostSpec[] = [
 
 /** Where every machine sees the fleet's origin (bound read-write from the deployer). */
 export const ORIGIN_IN_MACHINE = "/srv/origin.git";
-/** Nix flags of a build on a host (a stock host has no flakes setting; the script passes them too). */
+/** Nix flags of a build on a host (a stock host has no flakes setting; the agent passes them too). */
 export const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes"];
 
 const ROLES: readonly FleetRole[] = ["desktop", "laptop", "server", "pi"];

@@ -16,7 +16,7 @@
  * copy of the SDK, `require("nixfleet")` from plain Node creates nothing and exports only the root
  * API, and the program (plain node, no tsx) converges a host through the real engine (toolchain/) on
  * the SIMULATED fleet (fleet/). In "newest" the program then heals a failed confirm on its own: deploy
- * succeeds, confirm fails (the host's own hook altered the script copy confirm runs), the host rolls back;
+ * succeeds, confirm fails (the host's own hook pointed the agent link confirm runs away from the Nix store), the host rolls back;
  * with the cause fixed, the next plain `up` (the same program, no `previous`) deploys again and converges.
  */
 import { execFile } from "node:child_process";
