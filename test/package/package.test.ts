@@ -209,7 +209,8 @@ describe("healing without plumbing (newest SDK)", () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
     // The fault: a pre-update hook of the host's own (heal-fault.service), while a marker file exists,
-    // starts a watcher that, once the activator awaits confirmation, points the state dir's agent link
+    // starts a watcher that, once the activator runs (its first status, `Activating … (switch-to-configuration
+    // test)`), points the state dir's agent link
     // (the GC root deploy keeps; confirm runs it) away from the Nix store. The activator already runs, so
     // deploy still succeeds; confirm refuses to run a non-store agent as root and fails; no confirmation
     // arrives, so the host rolls back. Removing the marker fixes the cause (the next push roots the agent
@@ -217,7 +218,7 @@ describe("healing without plumbing (newest SDK)", () => {
     const marker = path.join(dir, "heal-fault");
     const status = path.join(host.stateDir, "status.json");
     const link = path.join(host.stateDir, "agent");
-    const watch = `until grep -q 'Awaiting confirmation' ${status}; do sleep 0.1; done; ln -sfn /run/heal-fault-not-an-agent ${link}`;
+    const watch = `until grep -q 'switch-to-configuration test' ${status}; do sleep 0.1; done; ln -sfn /run/heal-fault-not-an-agent ${link}`;
     await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then systemd-run --unit=heal-fault-watch --collect -- sh -c \\"${watch}\\"; fi"; };`);
     const preUpdateHooks = ["chezmoi-pre-update.service", "heal-fault.service"];
     // First the hook itself must be on the host: a rollout that activates it (a missing hook only warns).
