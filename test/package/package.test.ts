@@ -209,12 +209,11 @@ describe("healing without plumbing (newest SDK)", () => {
     const p = projects.newest;
     const host = fleet!.hosts[0];
     // The fault: a pre-update hook of the host's own (heal-fault.service), while a marker file exists,
-    // starts a watcher that, once the activator runs (its first status, `Activating … (switch-to-configuration
-    // test)`), points the state dir's agent link
-    // (the GC root deploy keeps; confirm runs it) away from the Nix store. The activator already runs, so
-    // deploy still succeeds; confirm refuses to run a non-store agent as root and fails; no confirmation
-    // arrives, so the host rolls back. Removing the marker fixes the cause (the next push roots the agent
-    // again).
+    // starts a watcher that, once the activator runs (its first status: `Activating … (switch-to-configuration
+    // test)`), points the state dir's agent link (the GC root deploy keeps; confirm runs it) away from the
+    // Nix store. The activator already runs, so deploy still succeeds; confirm refuses to run a non-store
+    // agent as root and fails; no confirmation arrives, so the host rolls back. Removing the marker fixes
+    // the cause (the next push roots the agent again).
     const marker = path.join(dir, "heal-fault");
     const status = path.join(host.stateDir, "status.json");
     const link = path.join(host.stateDir, "agent");
