@@ -2,8 +2,8 @@
 
 package settings
 
-// SIMULATION ONLY (build tag nixfleet_sim_root, added by the simulations' buildGoModule stand-ins, never
-// by package.nix): AUTO_UPGRADE_ROOT prefixes /run/current-system, /run/booted-system and
+// SIMULATION ONLY (build tag nixfleet_sim_root, added only by test/script's buildGoModule stand-in, never
+// by package.nix nor nixos-lite, whose fleet machines have real paths): AUTO_UPGRADE_ROOT prefixes /run/current-system, /run/booted-system and
 // /nix/var/nix/profiles/system, so a test host can live in a directory of the deployer.
 func simRoot(lookup func(string) (string, bool)) string {
 	v, _ := lookup("AUTO_UPGRADE_ROOT")
