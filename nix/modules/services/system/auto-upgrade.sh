@@ -151,6 +151,7 @@ load_settings() {
   if [[ -z $CFG ]]; then bad "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)"; else check_abs AUTO_UPGRADE_CONFIG_PATH "$CFG"; fi
   # It becomes a flake reference: '#' or '?' would select another attribute or flake.
   [[ $CFG != *[#?]* ]] || bad "AUTO_UPGRADE_CONFIG_PATH must not contain '#' or '?', got '${CFG:0:200}'"
+  [[ $CFG != *[[:cntrl:]]* ]] || bad "AUTO_UPGRADE_CONFIG_PATH must not contain control characters"
   [[ $HOST =~ $HOST_RE ]] || bad "AUTO_UPGRADE_FLAKE_HOST must name nixosConfigurations.<name> (letters, digits, '-', '_', '.'), got '${HOST:0:100}'"
   [[ -z $OWNER || $OWNER =~ $USER_RE ]] || bad "AUTO_UPGRADE_USER must be a user name (letters, digits, '_', '-', '.') or empty, got '${OWNER:0:100}'"
   [[ -n $REMOTE && -n $BRANCH && $REMOTE != -* && $BRANCH != -* ]] || bad "AUTO_UPGRADE_REMOTE and AUTO_UPGRADE_BRANCH must be non-empty and not start with '-'"
@@ -544,12 +545,15 @@ install_one() {
 # would outlive nixfleet), the build gets a HOME of its own in the state dir: its .gitconfig includes the
 # real one and trusts exactly this checkout; the XDG dirs stay the real HOME's, so Nix's own user config and
 # cache are unchanged. Prints the env words for the build.
+git_config_escape() { local v=${1//\\/\\\\}; printf '%s' "${v//\"/\\\"}"; }
+
 build_home_env() {
   [[ $OWNER != "$ME" ]] || return 0
   local real=${HOME:-/root} home=$STATE_DIR/build-home
   mkdir -p -- "$home"
-  { printf '# nixfleet: the HOME of its nix builds (see auto-upgrade.sh, build_home_env)\n[include]\n\tpath = %s/.gitconfig\n' "$real"
-    printf '[safe]\n\tdirectory = %s\n' "$CFG"; } >"$home/.gitconfig.new"
+  # Paths as git config values: double-quoted with '\' and '"' escaped (settings refuse control characters).
+  { printf '# nixfleet: the HOME of its nix builds (see auto-upgrade.sh, build_home_env)\n[include]\n\tpath = "%s"\n' "$(git_config_escape "$real/.gitconfig")"
+    printf '[safe]\n\tdirectory = "%s"\n' "$(git_config_escape "$CFG")"; } >"$home/.gitconfig.new"
   mv -f -- "$home/.gitconfig.new" "$home/.gitconfig"
   printf '%s\n' "HOME=$home" "XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$real/.config}" "XDG_CACHE_HOME=${XDG_CACHE_HOME:-$real/.cache}" \
     "XDG_DATA_HOME=${XDG_DATA_HOME:-$real/.local/share}" "XDG_STATE_HOME=${XDG_STATE_HOME:-$real/.local/state}"
