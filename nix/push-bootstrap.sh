@@ -60,14 +60,16 @@ token=${sum:0:16}
 # unit runs the same store path. The values reach Nix as --argstr data; '#' and '?' would change the flake
 # reference. Nix's git reads the user's checkout read-only (no locks, safe.directory for root).
 cfg=${AUTO_UPGRADE_CONFIG_PATH:-} host=${AUTO_UPGRADE_FLAKE_HOST:-}
-[[ $cfg == /* && $cfg != *[#?]* && -n $host ]] || die "AUTO_UPGRADE_CONFIG_PATH (absolute, no '#' or '?') and AUTO_UPGRADE_FLAKE_HOST are required to build the agent"
+[[ $cfg == /* && $cfg != *[#?[:cntrl:]]* && -n $host ]] || die "AUTO_UPGRADE_CONFIG_PATH (absolute, no '#', '?' or control characters) and AUTO_UPGRADE_FLAKE_HOST are required to build the agent"
 # Nix >= 2.20 reads a checkout another user owns only if the building user's ~/.gitconfig trusts it: the build
 # gets a HOME of its own (a temp dir: its .gitconfig includes the real one and trusts this checkout), so
 # root's own config is never changed. The XDG dirs stay the real HOME's (Nix's config and cache).
 real=${HOME:-/root} envs=()
 if [[ $(stat -c %u -- "$cfg" 2>/dev/null) != "$(id -u)" ]]; then
   home=$(mktemp -d -t nixfleet-home.XXXXXX) || die "mktemp -d failed"
-  printf '[include]\n\tpath = %s/.gitconfig\n[safe]\n\tdirectory = %s\n' "$real" "$cfg" >"$home/.gitconfig" || die "cannot write $home/.gitconfig"
+  # Paths as git config values: double-quoted, '\' and '"' escaped (as the agent's gitConfigValue).
+  quote() { local v=${1//\\/\\\\}; printf '"%s"' "${v//\"/\\\"}"; }
+  printf '[include]\n\tpath = %s\n[safe]\n\tdirectory = %s\n' "$(quote "$real/.gitconfig")" "$(quote "$cfg")" >"$home/.gitconfig" || die "cannot write $home/.gitconfig"
   envs=("HOME=$home" "XDG_CONFIG_HOME=${XDG_CONFIG_HOME:-$real/.config}" "XDG_CACHE_HOME=${XDG_CACHE_HOME:-$real/.cache}")
 fi
 # shellcheck disable=SC2016 # a Nix expression: its ${…} are Nix's

@@ -48,7 +48,8 @@ stock=(
 
 recipe_hash() {
   {
-    sha256sum "$here/image.sh"
+    # By content only: every checkout of the same recipe (a CI clone, a worktree) shares one image.
+    sha256sum <"$here/image.sh"
     (cd "$here/rootfs" && find . -type f -print0 | sort -z | xargs -0 sha256sum && find . -type f -perm -u+x | sort)
   } | sha256sum | cut -c1-16
 }
@@ -120,11 +121,13 @@ touch "$tmp/rootfs/.complete"
 rm -rf "$dir"
 mv "$tmp" "$dir"
 trap - EXIT
-# Older images (a changed recipe): removed unless a machine still runs on one (its overlay is mounted).
+# Older images (a changed recipe): removed unless a machine still runs on one. Its overlay is mounted in
+# nspawn's own mount namespace, invisible in /proc/mounts here; power.sh and nspawn name the image on their
+# command lines, so those tell.
 for old in "$cache"/*/rootfs/.complete; do
   old=${old%/rootfs/.complete}
   [[ $old != "$dir" ]] || continue
-  grep -qF " $old/" /proc/mounts || rm -rf --one-file-system "$old"
+  pgrep -f -- "$old/rootfs" >/dev/null || rm -rf --one-file-system "$old"
 done
 log "built $dir/rootfs in $((SECONDS - started)) s ($(du -sh "$dir/rootfs" | cut -f1))"
 printf '%s\n' "$dir/rootfs"

@@ -178,7 +178,9 @@ export async function ensureInotify(machines: number): Promise<void> {
       // gone, or not ours to read
     }
   }
-  const want = used + INOTIFY_PER_MACHINE * machines + 64;
+  // At least 8192 (what systemd-based distributions set): fleets that start together (parallel test
+  // files) each count the instances in use before the others' machines boot, so their sums race.
+  const want = Math.max(8192, used + INOTIFY_PER_MACHINE * machines + 64);
   if (have >= want) return;
   await fs.writeFile(INOTIFY, `${want}\n`);
   process.stderr.write(`fleet: raised fs.inotify.max_user_instances from ${have} to ${want} for ${machines} machine(s) (until this machine reboots)\n`);

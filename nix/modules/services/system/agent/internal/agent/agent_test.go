@@ -2,6 +2,9 @@ package agent
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -50,6 +53,23 @@ func TestShellQuote(t *testing.T) {
 	for in, want := range map[string]string{"/home/evie/x.nix": "/home/evie/x.nix", "a b": "'a b'", "it's": `'it'\''s'`, "": "''", "$(x)": "'$(x)'"} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The build HOME's .gitconfig: git itself reads each path back unchanged, quotes and backslashes included.
+func TestGitConfigValueRoundTrips(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	for _, p := range []string{"/home/evie/nix-config", `/srv/a "quoted" dir`, `/srv/back\slash`, "/srv/semi;colon #hash"} {
+		f := filepath.Join(t.TempDir(), "gitconfig")
+		if err := os.WriteFile(f, []byte("[safe]\n\tdirectory = "+gitConfigValue(p)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("git", "config", "--file", f, "--get", "safe.directory").Output()
+		if got := strings.TrimSuffix(string(out), "\n"); err != nil || got != p {
+			t.Errorf("git read %q back as %q (%v)", p, got, err)
 		}
 	}
 }

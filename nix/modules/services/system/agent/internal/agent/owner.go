@@ -106,7 +106,8 @@ func (r *Run) buildHomeEnv() ([]string, error) {
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return nil, err
 	}
-	text := fmt.Sprintf("# nixfleet: the HOME of its nix builds (see the agent, buildHomeEnv)\n[include]\n\tpath = %s/.gitconfig\n[safe]\n\tdirectory = %s\n", real, r.S.ConfigPath)
+	text := fmt.Sprintf("# nixfleet: the HOME of its nix builds (see the agent, buildHomeEnv)\n[include]\n\tpath = %s\n[safe]\n\tdirectory = %s\n",
+		gitConfigValue(real+"/.gitconfig"), gitConfigValue(r.S.ConfigPath))
 	tmp := filepath.Join(home, ".gitconfig.new")
 	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
 		return nil, err
@@ -122,4 +123,10 @@ func (r *Run) buildHomeEnv() ([]string, error) {
 	}
 	return []string{"HOME=" + home, xdg("XDG_CONFIG_HOME", "/.config"), xdg("XDG_CACHE_HOME", "/.cache"),
 		xdg("XDG_DATA_HOME", "/.local/share"), xdg("XDG_STATE_HOME", "/.local/state")}, nil
+}
+
+// gitConfigValue quotes a path as a git config value: double-quoted, with '\' and '"' escaped, so a path
+// stays data (settings refuse control characters in the config path, the one value a user chooses).
+func gitConfigValue(v string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Patterns shared with the stack config schema and the module (test/unit-names.test.ts pins UnitRE).
@@ -141,6 +142,9 @@ func Parse(lookup func(string) (string, bool)) (*Settings, error) {
 	// It becomes a flake reference: '#' or '?' would select another attribute or flake.
 	if strings.ContainsAny(s.ConfigPath, "#?") {
 		errs = append(errs, fmt.Sprintf("AUTO_UPGRADE_CONFIG_PATH must not contain '#' or '?', got '%s'", cut(s.ConfigPath, 200)))
+	}
+	if strings.IndexFunc(s.ConfigPath, unicode.IsControl) >= 0 {
+		errs = append(errs, "AUTO_UPGRADE_CONFIG_PATH must not contain control characters")
 	}
 	if !hostRE.MatchString(s.FlakeHost) {
 		errs = append(errs, fmt.Sprintf("AUTO_UPGRADE_FLAKE_HOST must name nixosConfigurations.<name> (letters, digits, '-', '_', '.'), got '%s'", cut(s.FlakeHost, 100)))

@@ -51,6 +51,7 @@ func TestErrorsNameTheVariableAndWhatIsAllowed(t *testing.T) {
 		{map[string]string{"AUTO_UPGRADE_CONFIG_PATH": "relative/x"}, "AUTO_UPGRADE_CONFIG_PATH must be an absolute path without '..', got 'relative/x'"},
 		{map[string]string{"AUTO_UPGRADE_CONFIG_PATH": "/a/../b"}, "must be an absolute path without '..'"},
 		{map[string]string{"AUTO_UPGRADE_CONFIG_PATH": "/a#b"}, "must not contain '#' or '?'"},
+		{map[string]string{"AUTO_UPGRADE_CONFIG_PATH": "/a\nb"}, "AUTO_UPGRADE_CONFIG_PATH must not contain control characters"},
 		{map[string]string{"AUTO_UPGRADE_FLAKE_HOST": "a b"}, "AUTO_UPGRADE_FLAKE_HOST must name nixosConfigurations.<name>"},
 		{map[string]string{"AUTO_UPGRADE_USER": "evil;rm"}, "AUTO_UPGRADE_USER must be a user name"},
 		{map[string]string{"AUTO_UPGRADE_BRANCH": "-x"}, "must be non-empty and not start with '-'"},
