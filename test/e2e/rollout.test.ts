@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hostPath, journal, originLog, sshExec } from "../../fleet/fleet";
+import { hostExec, hostPath, journal, originLog, sshExec } from "../../fleet/fleet";
 import { allSessions, changes, editHostConfig, goldenLink, hostStatus, startE2E, systemState, validatedLink, withHosts, withRoles, type E2E } from "./harness";
 
 let t: E2E;
@@ -141,6 +141,24 @@ describe("pulumi against the simulated fleet", () => {
     const out = (up.outputs.hosts.value as Record<string, any>).griefling;
     expect(out.closureDiff).toMatch(/hello: 2\.10 → 2\.12/);
     expect((await hostStatus(g)).closureDiff).toMatch(/hello: 2\.10 → 2\.12/);
+    await expectConverged("griefling");
+  });
+
+  it("a failing pre-update hook stops that host before its build; the error gives systemd's result and the hook's own output", async () => {
+    const g = t.host("griefling");
+    // The simulated chezmoi sync appends to this log: a directory in its place makes the hook itself fail.
+    const log = "/var/log/nixfleet-hooks.log";
+    await hostExec(g, ["sh", "-c", `mv ${log} ${log}.kept && mkdir ${log}`]);
+    const before = await systemState(g);
+    await t.setConfig(withHosts(t.config, ["griefling"], { randomizedDelaySec: "33min" }));
+    const err = await t.stack.up({ continueOnError: true }).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/pre-update hook chezmoi-pre-update\.service failed \(systemd result: exit-code\)/);
+    expect(err?.message).toMatch(/nixfleet-hooks\.log: Is a directory/);
+    expect(await systemState(g)).toEqual(before);
+    expect(await hostStatus(g)).toMatchObject({ phase: "hooks", result: "failed" });
+
+    await hostExec(g, ["sh", "-c", `rmdir ${log} && mv ${log}.kept ${log}`]);
+    await t.stack.up({ continueOnError: true });
     await expectConverged("griefling");
   });
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"time"
 
 	"nixfleet/agent/internal/settings"
@@ -17,6 +18,20 @@ func (r *Run) unitExists(u string) (bool, error) {
 func (r *Run) unitFailed(u string) (bool, error) {
 	res, err := r.tool(60, "systemctl", "is-failed", "--quiet", "--", u)
 	return res.OK(), err
+}
+
+// unitWhy echoes the failed unit's last journal lines (its own output, which `systemctl start` does not
+// show) and returns systemd's result for it, e.g. " (systemd result: exit-code)". Best effort: bounded
+// tools whose failure only shortens the report.
+func (r *Run) unitWhy(u string) string {
+	if res, err := r.tool(30, "journalctl", "--no-pager", "-o", "short-precise", "-n", "20", "-u", u); err == nil && res.OK() {
+		report(u+" journal", res, true)
+	}
+	res, err := r.tool(30, "systemctl", "show", "--value", "-p", "Result", "--", u)
+	if result := strings.TrimSpace(string(res.Out)); err == nil && res.OK() && result != "" && !strings.Contains(result, "\n") {
+		return " (systemd result: " + result + ")"
+	}
+	return ""
 }
 
 // checkHooksRan (timer): systemd started the hooks before the service (After=/Wants=); stop if one
@@ -38,7 +53,7 @@ func (r *Run) checkHooksRan() error {
 			return err
 		}
 		if failed {
-			return r.fail("pre-update hook %s failed", h)
+			return r.fail("pre-update hook %s failed%s", h, r.unitWhy(h))
 		}
 	}
 	return nil
@@ -70,7 +85,7 @@ func (r *Run) startHooks() error {
 		}
 		if !res.OK() {
 			report(h, res, true)
-			return r.fail("pre-update hook %s failed: %s", h, tool.Summary(res.Out))
+			return r.fail("pre-update hook %s failed%s: %s", h, r.unitWhy(h), tool.Summary(res.Out))
 		}
 	}
 	return nil
