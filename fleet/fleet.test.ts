@@ -17,6 +17,7 @@ import {
   sshExec,
   startFleet,
   thawHost,
+  waitSsh,
   type FleetHost,
   type SimFleet,
 } from "./fleet";
@@ -109,6 +110,20 @@ describe("every host is a booted machine", () => {
     expect((await ssh(malphas, `test -e ${q(p)}`)).code).toBe(1);
   });
 
+  it("each machine has its own cgroups: a unit running on one has no cgroup on the other", async () => {
+    // Shared cgroups let one machine's systemd remove the cgroup of a same-named unit another one was starting.
+    expect((await ssh(malphas, "systemd-run --unit=nf-cgroup-probe sleep 300")).code).toBe(0);
+    try {
+      const where = (await ssh(malphas, "systemctl show -p ControlGroup --value nf-cgroup-probe.service")).stdout.trim();
+      expect(where).toBe("/system.slice/nf-cgroup-probe.service");
+      const seen = `for h in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do test -d "$h"${where} && echo "$h"; done; true`;
+      expect((await ssh(malphas, seen)).stdout.trim()).not.toBe("");
+      expect((await ssh(pi, seen)).stdout.trim()).toBe("");
+    } finally {
+      await ssh(malphas, "systemctl stop nf-cgroup-probe.service");
+    }
+  });
+
   it("a session's PATH is the system's sw/bin only: no jq, nh, go or apt; git because the configuration adds it", async () => {
     const r = await ssh(malphas, "echo \"$PATH\"; for t in jq nh go apt-get python3 git nix systemctl systemd-run logger flock; do printf '%s=%s\\n' $t \"$(command -v $t || echo -)\"; done");
     expect(r.code, r.stderr).toBe(0);
@@ -190,6 +205,8 @@ describe("switch-to-configuration drives the machine's real systemd", () => {
     expect(down).toBe(true);
     const back = await hostExec(pi, [`${before.running}/bin/switch-to-configuration`, "test"]);
     expect(back.code, back.stderr).toBe(0);
+    // sshd is Type=simple: started is not yet listening, so the deployer retries as a user would.
+    await waitSsh(fleet, pi);
     expect((await ssh(pi, "systemctl is-active sshd.service")).stdout.trim()).toBe("active");
   });
 });

@@ -221,7 +221,7 @@ async function hostOf(root: string, image: string, h: { name: string; role: Flee
 }
 
 /** Waits until the host's sshd answers the fleet's client (its system's sshd.service). */
-async function waitSsh(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost, timeoutMs = 60_000): Promise<void> {
+export async function waitSsh(fleet: Pick<SimFleet, "clientKeyPath" | "knownHostsPath">, host: FleetHost, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = await sshExec(fleet, host, "true", { timeoutMs: 15_000 });

@@ -8,6 +8,36 @@
 set -uo pipefail
 image=$1 disk=$2 name=$3
 shift 3
+
+# Cgroups of the machine's own. Without a machined, nspawn puts the machine in `payload` under its caller's
+# cgroup: every machine would share one `payload/system.slice`, and one machine's systemd removing the cgroup
+# of a unit it stopped takes it from another machine starting a unit of the same name ("Failed to spawn
+# executor: No such file or directory", result 'resources'). So this script first moves into a cgroup named
+# for itself, in each hierarchy nspawn uses (systemd's named v1 one and the unified v2 one), and removes them
+# when the machine is off for good.
+own=()
+while IFS=: read -r _ controllers rel; do
+  case $controllers in
+    name=systemd) root=/sys/fs/cgroup/systemd ;;
+    "") root=/sys/fs/cgroup/unified; [[ -d $root ]] || root=/sys/fs/cgroup ;;
+    *) continue ;;
+  esac
+  dir=${root}${rel%/}/nixfleet-machine-$name-$$
+  if ! mkdir -p -- "$dir" || ! printf '%s\n' "$$" >"$dir/cgroup.procs"; then
+    printf 'power.sh: cannot move into a cgroup of its own (%s)\n' "$dir" >&2
+    exit 1
+  fi
+  own+=("$dir")
+done </proc/self/cgroup
+release_cgroups() {
+  local dir
+  for dir in "${own[@]}"; do
+    printf '%s\n' "$$" >"$(dirname -- "$dir")/cgroup.procs" 2>/dev/null
+    find "$dir" -depth -type d -exec rmdir -- {} + 2>/dev/null
+  done
+}
+trap release_cgroups EXIT
+
 while :; do
   printf '=== power on %s at %s ===\n' "$name" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   # --register=no --keep-unit: this deployer's PID 1 is not systemd, there is no machined to register with.
