@@ -25,7 +25,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { currentSystem, startFleet, type SimFleet } from "../../fleet/fleet";
+import { currentSystem, hostExec, startFleet, type SimFleet } from "../../fleet/fleet";
 import { offlineEnv, toolchainBin } from "../../fleet/stack";
 import { editHostConfig, goldenLink, hostStatus, systemState, waitFor } from "../e2e/harness";
 
@@ -214,7 +214,8 @@ describe("healing without plumbing (newest SDK)", () => {
     // Nix store. The activator already runs, so deploy still succeeds; confirm refuses to run a non-store
     // agent as root and fails; no confirmation arrives, so the host rolls back. Removing the marker fixes
     // the cause (the next push roots the agent again).
-    const marker = path.join(dir, "heal-fault");
+    // Inside the machine: the hook runs there.
+    const marker = "/var/lib/heal-fault";
     const status = path.join(host.stateDir, "status.json");
     const link = path.join(host.stateDir, "agent");
     const watch = `until grep -q 'switch-to-configuration test' ${status}; do sleep 0.1; done; ln -sfn /run/heal-fault-not-an-agent ${link}`;
@@ -228,7 +229,7 @@ describe("healing without plumbing (newest SDK)", () => {
 
     // A new system to roll out, and the fault on.
     await editHostConfig(host, '  systemd.services.heal-proof = { serviceConfig.Type = "oneshot"; script = "true"; };');
-    await fs.writeFile(marker, "");
+    expect((await hostExec(host, ["touch", marker])).code).toBe(0);
     const failed = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(failed.failure ?? JSON.stringify(failed)).toMatch(/lab-vm-confirm/);
     expect(failed.failure).toMatch(/is not an agent in the Nix store; refusing to run it as root/);
@@ -238,7 +239,7 @@ describe("healing without plumbing (newest SDK)", () => {
     expect(await systemState(host)).toEqual(before);
 
     // Cause fixed; the same program, a plain up: deployed again as retry 1 (a new rollout token), converged.
-    await fs.rm(marker);
+    expect((await hostExec(host, ["rm", marker])).code).toBe(0);
     const healed = await program(p, { stack: "newest", confirmTimeout: 10, preUpdateHooks });
     expect(healed.failure).toBeUndefined();
     expect(healed.hosts.vm).toMatchObject({ result: "success", retry: 1, retryNeeded: false, rollout: expect.stringMatching(/-r1$/) });
