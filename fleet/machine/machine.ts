@@ -27,6 +27,8 @@ export interface Machine {
   readonly dir: string;
   /** Host directories bound into the machine: [host path, machine path]. */
   readonly binds?: readonly (readonly [string, string])[];
+  /** Host directories bound into the machine read-only: [host path, machine path]. */
+  readonly readOnlyBinds?: readonly (readonly [string, string])[];
 }
 
 export const diskOf = (m: Pick<Machine, "dir">) => path.join(m.dir, "disk");
@@ -190,7 +192,10 @@ export async function ensureInotify(machines: number): Promise<void> {
 export async function bootMachine(m: Machine, opts: { timeoutMs?: number } = {}): Promise<void> {
   if (powerPid(m) === null) {
     await fs.mkdir(diskOf(m), { recursive: true });
-    const binds = (m.binds ?? []).flatMap(([h, c]) => [`--bind=${h}:${c}`]);
+    const binds = [
+      ...(m.binds ?? []).map(([h, c]) => `--bind=${h}:${c}`),
+      ...(m.readOnlyBinds ?? []).map(([h, c]) => `--bind-ro=${h}:${c}`),
+    ];
     const log = openSync(path.join(m.dir, "console.log"), "a");
     try {
       const child = spawn("bash", [POWER_SH, m.image, diskOf(m), m.name, ...binds], {

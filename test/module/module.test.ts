@@ -1,21 +1,23 @@
 /**
- * The NixOS module `nix/modules/services/system/auto-upgrade.nix`, evaluated and built by REAL Nix
- * against nixos-lite — a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md),
+ * The NixOS module `nix/modules/services/system/auto-upgrade.nix`, evaluated and built by REAL Nix (2.26,
+ * in a booted machine of the fleet image: test/nix-machine.ts) against nixos-lite — a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md),
  * because nixpkgs is not available offline. The host files come from the real renderer
  * (`renderHost`); `fixtures/<case>/configuration.nix` are the user's own host configurations.
  * Assertions are limited to what also holds on NixOS (NixOS adds PATH, [Unit] entries, HOME, …).
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../../config/schema";
 import {
   AGENT_SRC, CHEZMOI, FIXTURES, FLAKES, LITE, MODULE, NIX_OPTS, OPT, UNITS, type HostSpec,
-  evalFailure, mustEval, readUnitSettings, systemExpr, useWorkDir, writeCheckout,
+  evalFailure, mustEval, nixMachine, readUnitSettings, systemExpr, useWorkDir, writeCheckout,
 } from "./helpers";
 
 const work = useWorkDir();
+/** A path of the Nix machine (its store) as this process reads it. */
+const inMachine = (p: string) => nixMachine().file(p);
 const checkout = (spec: HostSpec, fixture = "plain") => writeCheckout(work(), spec, fixture);
 /** Only the AUTO_UPGRADE_* part of an environment: on NixOS the service has more (PATH, HOME, proxy). */
 const settingsOf = (env: Record<string, string>) =>
@@ -47,7 +49,7 @@ function withModule(dir: string, host: string, module: string, select: string): 
 
 describe("auto-upgrade.nix parses", () => {
   it("nix-instantiate --parse accepts the module", () => {
-    execFileSync("nix-instantiate", ["--parse", MODULE], { stdio: "pipe" });
+    nixMachine().must(["nix-instantiate", "--parse", MODULE]);
   });
 });
 
@@ -365,14 +367,11 @@ describe("nix build of a flake using nixos-lite", () => {
   let repo: string;
   const git = (...args: string[]) =>
     execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@example.invalid", ...args], { cwd: repo, stdio: "pipe" });
-  const build = (host: string) => {
-    const r = spawnSync(
-      "nix",
-      [...FLAKES, "build", ...NIX_OPTS, "--no-link", "--json", `${repo}#nixosConfigurations.${host}.config.system.build.toplevel`],
-      { encoding: "utf8", cwd: repo },
+  const build = (host: string) =>
+    nixMachine().run(
+      ["nix", ...FLAKES, "build", ...NIX_OPTS, "--no-link", "--json", `${repo}#nixosConfigurations.${host}.config.system.build.toplevel`],
+      { cwd: repo },
     );
-    return r;
-  };
 
   beforeAll(() => {
     repo = join(work(), "flake");
@@ -408,25 +407,26 @@ describe("nix build of a flake using nixos-lite", () => {
     expect(r.status).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
     expect(out).toMatch(/-nixos-system-h1-nixos-lite$/);
-    const units = JSON.parse(readFileSync(join(out, "etc", "systemd", "units.json"), "utf8"));
+    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
     expect(Object.keys(units)).toEqual(["services", "timers"]);
     const svc = units.services["auto-upgrade"];
     expect(svc.environment.AUTO_UPGRADE_FLAKE_HOST).toBe("h1");
     expect(units.timers["auto-upgrade"].timerConfig.OnCalendar).toBe("04:00");
     // ExecStart is the agent, compiled (by nixos-lite's buildGoModule, the machine's Go) and linked into sw/bin.
-    const exe = readlinkSync(join(out, "sw", "bin", "nixfleet-agent"));
+    const exe = readlinkSync(inMachine(join(out, "sw", "bin", "nixfleet-agent")));
     expect(svc.serviceConfig.ExecStart).toBe(`${exe} run`);
-    expect(readFileSync(exe).subarray(0, 4).toString("latin1")).toBe("\x7fELF");
+    expect(readFileSync(inMachine(exe)).subarray(0, 4).toString("latin1")).toBe("\x7fELF");
 
+    // Run where it was built (the Nix machine, which is no fleet host: test/nix-machine.ts).
     const sw = join(out, "bin", "switch-to-configuration");
-    const refused = spawnSync(sw, ["switch"], { encoding: "utf8", env: { PATH: process.env.PATH } });
+    const refused = nixMachine().run([sw, "switch"]);
     expect(refused.status).toBe(1);
     expect(refused.stderr).toContain("NIXFLEET_SIM_ROOT");
     // What switching does in detail is the simulation's (toplevel.nix, its own tests); here: it runs.
-    const sim = join(work(), "simroot");
-    const ok = spawnSync(sw, ["switch"], { encoding: "utf8", env: { PATH: process.env.PATH, NIXFLEET_SIM_ROOT: sim } });
+    const sim = "/root/simroot";
+    const ok = nixMachine().run([sw, "switch"], { env: { NIXFLEET_SIM_ROOT: sim } });
     expect(ok.status).toBe(0);
-    expect(readlinkSync(join(sim, "run", "current-system"))).toBe(out);
+    expect(readlinkSync(inMachine(join(sim, "run", "current-system")))).toBe(out);
   });
 
   // Contract (docs/rollout.md §3): push mode takes the settings from the validated system's unit file.
@@ -435,7 +435,7 @@ describe("nix build of a flake using nixos-lite", () => {
     expect(r.stderr).not.toMatch(/error/);
     expect(r.status).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
-    const unit = readFileSync(join(out, "etc", "systemd", "system", "auto-upgrade.service"), "utf8");
+    const unit = readFileSync(inMachine(join(out, "etc", "systemd", "system", "auto-upgrade.service")), "utf8");
     expect(unit).toContain(`Environment="AUTO_UPGRADE_STATE_DIR=/var/lib/au%%H"\n`);
     expect(readUnitSettings(unit)).toMatchObject({
       AUTO_UPGRADE_BRANCH: "forced",
@@ -456,7 +456,7 @@ describe("nix build of a flake using nixos-lite", () => {
     const ok = build("h1");
     expect(ok.status).toBe(0);
     const out: string = JSON.parse(ok.stdout)[0].outputs.out;
-    const units = JSON.parse(readFileSync(join(out, "etc", "systemd", "units.json"), "utf8"));
+    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
     expect(units.services["auto-upgrade"].environment.AUTO_UPGRADE_REMOTE).toBe("from-extra");
   });
 

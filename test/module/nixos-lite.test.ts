@@ -5,7 +5,9 @@
  * the real nixpkgs lib (lib/modules.nix, lib/types.nix) or read from the NixOS source cited next to it.
  */
 import { describe, expect, it } from "vitest";
-import { LITE, NIXOS_UNIT_PATTERN, evalFailure, mustEval } from "./helpers";
+import { LITE, NIXOS_UNIT_PATTERN, evalFailure, mustEval, useWorkDir } from "./helpers";
+
+useWorkDir(); // boots this file's Nix machine (Nix 2.26); no files of its own
 
 /** evalModules over inline modules that declare `xs` (list), `s` (str), `b` (bool) and `n.m` (int, no default). */
 const lite = (modules: string, select = "config") => `let
