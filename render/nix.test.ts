@@ -1,8 +1,8 @@
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { useNixMachine } from "../test/nix-machine";
 import { prng } from "../test/prng";
 import {
   apply,
@@ -263,6 +263,8 @@ function generator(seed: number) {
 
 const dir = mkdtempSync(join(tmpdir(), "nixfleet-nix-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** Nix 2.26 in a booted machine of the fleet image, reading `dir` at the same path (test/nix-machine.ts). */
+const nix = useNixMachine(() => [dir]);
 
 // One file per expression, all imported by ONE main file evaluated by ONE nix-instantiate
 // call: each file is parsed on its own (a value cannot swallow a neighbour), and one process
@@ -275,10 +277,7 @@ function nixEvalEach(name: string, texts: string[], prelude = ""): unknown[] {
   });
   const main = join(dir, `${name}.nix`);
   writeFileSync(main, `[\n${files.map((f) => `  (import ${f})\n`).join("")}]\n`);
-  const out = execFileSync("nix-instantiate", ["--eval", "--strict", "--json", main], {
-    encoding: "utf8",
-    maxBuffer: 1 << 28,
-  });
+  const out = nix.must(["nix-instantiate", "--eval", "--strict", "--json", main]);
   return JSON.parse(out) as unknown[];
 }
 
@@ -346,6 +345,6 @@ describe("round trip through nix-instantiate", () => {
       return file;
     });
     // Throws (with Nix's message) on the first file that does not parse.
-    execFileSync("nix-instantiate", ["--parse", ...files], { encoding: "utf8", maxBuffer: 1 << 28 });
+    nix.must(["nix-instantiate", "--parse", ...files]);
   });
 });
