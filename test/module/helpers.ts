@@ -11,7 +11,7 @@ import { afterAll, beforeAll } from "vitest";
 import { ROLE_DEFAULTS, type FullSettings, type ResolvedHost } from "../../config/resolve";
 import type { Role, Settings } from "../../config/schema";
 import { renderHost } from "../../render/files";
-import { NIX_OPTS, useNixMachine, type NixMachine } from "../nix-machine";
+import { NIX_OPTS, useNixMachine, type TestNixMachine } from "../nix-machine";
 
 export { FLAKES, NIX_OPTS } from "../nix-machine";
 
@@ -26,7 +26,7 @@ export const CHEZMOI = "chezmoi-pre-update.service";
 export const NIXOS_UNIT_PATTERN =
   "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
 
-let nix: NixMachine | undefined;
+let nix: TestNixMachine | undefined;
 
 /**
  * A temp dir per test file, removed afterwards; its path is spliced into Nix as a path literal. Also boots
@@ -44,7 +44,7 @@ export function useWorkDir(): () => string {
 }
 
 /** The test file's Nix machine (useWorkDir boots it). */
-export function nixMachine(): NixMachine {
+export function nixMachine(): TestNixMachine {
   if (!nix) throw new Error("call useWorkDir() at the top of the test file: it boots the Nix machine");
   return nix;
 }
