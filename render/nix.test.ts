@@ -210,7 +210,7 @@ describe("printNix rejects", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Property round trip through real Nix 2.8.
+// Property round trip through real Nix (Debian trixie's 2.26, in a booted machine: test/nix-machine.ts).
 
 
 const FRAGMENTS = [
