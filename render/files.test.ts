@@ -243,9 +243,9 @@ describe("rendered files of every example stack parse", () => {
     expect(written.filter((w) => w.file.path === AGENT_PACKAGE).length).toBe(hosts);
   });
 
-  it("nix-instantiate --parse accepts every .nix file (one call)", () => {
+  it("nix-instantiate --parse accepts every .nix file (one call)", async () => {
     // Throws with Nix's message (naming the file) on the first file that does not parse.
-    nixMachine.must(["nix-instantiate", "--parse", ...nix.map((w) => w.onDisk)]);
+    await nixMachine.must(["nix-instantiate", "--parse", ...nix.map((w) => w.onDisk)]);
   });
 
   it("the agent's source as shipped (header included) is the same for every host and passes go vet", () => {

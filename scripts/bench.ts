@@ -90,6 +90,18 @@ function timeReps<T>(fn: () => T): { times: number[]; last: T } {
   return { times, last };
 }
 
+/** timeReps for a child process (a command in the Nix machine): one warm-up, then REPS timed runs. */
+async function timeRepsAsync(fn: () => Promise<unknown>): Promise<number[]> {
+  await fn();
+  const times: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    times.push(ms(t0));
+  }
+  return times;
+}
+
 const wallStart = process.hrtime.bigint();
 
 // Memory for 1000 hosts, measured first while the heap is still small (printed after the timings):
@@ -232,9 +244,9 @@ async function nixParse(): Promise<void> {
     try {
       const nix = await startNixMachine([dir]);
       try {
-        version = nix.must(["nix-instantiate", "--version"]).trim();
-        const parseT = median(timeReps(() => nix.must(["nix-instantiate", "--parse", ...nixFiles])).times);
-        const spawnT = median(timeReps(() => nix.must(["true"])).times);
+        version = (await nix.must(["nix-instantiate", "--version"])).trim();
+        const parseT = median(await timeRepsAsync(() => nix.must(["nix-instantiate", "--parse", ...nixFiles])));
+        const spawnT = median(await timeRepsAsync(() => nix.must(["true"])));
         parse = `${fmt(parseT)}`;
         out();
         out(`## one host's ${nixFiles.length} rendered .nix files: render in process vs \`nix-instantiate --parse\` (${version}, in a machine)`);

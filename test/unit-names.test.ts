@@ -40,18 +40,18 @@ function agentAccepts(): boolean[] {
   return NAMES.map((n) => new RegExp(re).test(n));
 }
 
-function nixAccepts(re = /^\s*unitNameRegex = (".*");$/m.exec(readFileSync(join(DIR, "auto-upgrade.nix"), "utf8"))![1]): boolean[] {
+async function nixAccepts(re = /^\s*unitNameRegex = (".*");$/m.exec(readFileSync(join(DIR, "auto-upgrade.nix"), "utf8"))![1]): Promise<boolean[]> {
   const expr = `let re = ${re}; in map (n: builtins.match re n != null) ${printNix(NAMES)}`;
-  const out = nix.must(["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr]);
+  const out = await nix.must(["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr]);
   return JSON.parse(out);
 }
 
 describe("systemd unit names: schema, module and agent agree", () => {
-  it("accept and reject the same names, all of them names NixOS accepts", () => {
+  it("accept and reject the same names, all of them names NixOS accepts", async () => {
     const schema = NAMES.map(schemaAccepts);
     expect(agentAccepts()).toEqual(schema);
-    expect(nixAccepts()).toEqual(schema);
-    const nixos = nixAccepts(printNix(NIXOS_UNIT_PATTERN));
+    expect(await nixAccepts()).toEqual(schema);
+    const nixos = await nixAccepts(printNix(NIXOS_UNIT_PATTERN));
     expect(NAMES.filter((_, i) => schema[i] && !nixos[i])).toEqual([]);
     // NixOS' rule is wider (it takes `%`, several `@`, a leading `-`): ours is the stricter one.
     expect(NAMES.filter((_, i) => nixos[i] && !schema[i]).length).toBeGreaterThan(0);

@@ -132,7 +132,8 @@ export async function machineExec(
   if (pid1 === null) throw new Error(`machine ${m.name} is not running`);
   const env = { PATH: PATH_IN_MACHINE, HOME: "/root", LANG: "C.UTF-8", ...(opts.env ?? {}) };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const cd = opts.cwd ? ["--wdns", opts.cwd] : ["-w"];
+  // `--wdns=DIR` in one word: util-linux 2.38's nsenter takes `--wdns DIR` as the program DIR.
+  const cd = opts.cwd ? [`--wdns=${opts.cwd}`] : ["-w"];
   return run("nsenter", ["-t", String(pid1), "-a", "-r", ...cd, "--", "/usr/bin/env", "-i", ...envArgs, ...argv], {
     input: opts.input ?? "",
     timeoutMs: opts.timeoutMs,

@@ -7,40 +7,34 @@
 // It is not a simulated host: its `/etc/nixfleet-machine` marker is removed, so a nixos-lite
 // `switch-to-configuration` run there behaves as anywhere off the fleet (refuses, or moves links under
 // `$NIXFLEET_SIM_ROOT`) instead of driving the machine's systemd. Tests use it through test/nix-machine.ts.
-import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { bootMachine, ensureInotify, machineImage, machineMust, machinePath, machinePid1, stopMachine, type Machine } from "./machine";
+import type { ExecResult } from "../process";
+import { bootMachine, ensureInotify, machineExec, machineImage, machineMust, machinePath, stopMachine, type Machine } from "./machine";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 /** Nix must not try the public cache (no network here). */
 export const NIX_OPTS = ["--option", "substituters", ""];
 export const FLAKES = ["--extra-experimental-features", "nix-command flakes"];
 
-export interface RunResult {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
 export type RunOptions = { cwd?: string; env?: Record<string, string> };
 
 export interface NixMachine {
   readonly machine: Machine;
   /**
-   * Runs `argv` in the machine as root, synchronously (as `spawnSync`), with a clean environment: the
-   * machine's Debian PATH, `HOME=/root`, plus `env`. `cwd` is a path in the machine (a bound dir, say).
+   * Runs `argv` in the machine as root (machineExec: a clean environment, the machine's Debian PATH,
+   * `HOME=/root`, plus `env`). `cwd` is a path in the machine (a bound dir, say). Never throws for a
+   * non-zero exit.
    */
-  run(argv: readonly string[], opts?: RunOptions): RunResult;
+  run(argv: readonly string[], opts?: RunOptions): Promise<ExecResult>;
   /** `run` that throws with the output on a non-zero exit; returns stdout. */
-  must(argv: readonly string[], opts?: RunOptions): string;
+  must(argv: readonly string[], opts?: RunOptions): Promise<string>;
   /** A path of the machine (a store path, say) as the deployer reads it. */
   file(p: string): string;
   /** Shuts the machine down and removes its disk. */
   stop(): Promise<void>;
 }
-
-const PATH_IN_MACHINE = "/usr/sbin:/usr/bin:/sbin:/bin";
 
 /** Boots a Nix machine that reads the repository and `dirs` (which must exist) at their own paths. */
 export async function startNixMachine(dirs: readonly string[] = []): Promise<NixMachine> {
@@ -68,25 +62,13 @@ export async function startNixMachine(dirs: readonly string[] = []): Promise<Nix
     throw err;
   }
 
-  const run = (argv: readonly string[], opts: RunOptions = {}): RunResult => {
-    const pid1 = machinePid1(m);
-    if (pid1 === null) throw new Error(`the Nix machine ${m.name} is not running`);
-    const env = { PATH: PATH_IN_MACHINE, HOME: "/root", LANG: "C.UTF-8", ...(opts.env ?? {}) };
-    const cd = opts.cwd ? [`--wdns=${opts.cwd}`] : ["-w"];
-    const r = spawnSync(
-      "nsenter",
-      ["-t", String(pid1), "-a", "-r", ...cd, "--", "/usr/bin/env", "-i", ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...argv],
-      { encoding: "utf8", maxBuffer: 1 << 28, env: { PATH: process.env.PATH ?? PATH_IN_MACHINE } },
-    );
-    if (r.error) throw r.error;
-    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-  };
+  const run = (argv: readonly string[], opts: RunOptions = {}) => machineExec(m, argv, opts);
   return {
     machine: m,
     run,
-    must(argv, opts) {
-      const r = run(argv, opts);
-      if (r.status !== 0) throw new Error(`${argv.join(" ")} failed in the Nix machine (exit ${r.status}):\n${r.stderr}${r.stdout}`);
+    async must(argv, opts) {
+      const r = await run(argv, opts);
+      if (r.code !== 0) throw new Error(`${argv.join(" ")} failed in the Nix machine (exit ${r.code}):\n${r.stderr}${r.stdout}`);
       return r.stdout;
     },
     file: (p) => machinePath(m, p),

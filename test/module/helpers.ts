@@ -105,19 +105,19 @@ export function systemExpr(dir: string, host: string, select: string): string {
 
 export type EvalResult = { ok: true; value: any } | { ok: false; stderr: string };
 
-export function nixEval(expr: string): EvalResult {
-  const r = nixMachine().run(["nix-instantiate", "--eval", "--strict", "--json", ...NIX_OPTS, "-E", expr]);
-  return r.status === 0 ? { ok: true, value: JSON.parse(r.stdout) } : { ok: false, stderr: r.stderr };
+export async function nixEval(expr: string): Promise<EvalResult> {
+  const r = await nixMachine().run(["nix-instantiate", "--eval", "--strict", "--json", ...NIX_OPTS, "-E", expr]);
+  return r.code === 0 ? { ok: true, value: JSON.parse(r.stdout) } : { ok: false, stderr: r.stderr };
 }
 
-export function mustEval(expr: string): any {
-  const r = nixEval(expr);
+export async function mustEval(expr: string): Promise<any> {
+  const r = await nixEval(expr);
   if (!r.ok) throw new Error(`nix-instantiate failed:\n${r.stderr}`);
   return r.value;
 }
 
-export function evalFailure(expr: string): string {
-  const r = nixEval(expr);
+export async function evalFailure(expr: string): Promise<string> {
+  const r = await nixEval(expr);
   if (r.ok) throw new Error(`expected the evaluation to fail, got ${JSON.stringify(r.value).slice(0, 500)}`);
   return r.stderr;
 }
