@@ -2,7 +2,8 @@
  * Nix for the tests that evaluate or build Nix: Debian trixie's Nix 2.26 in ONE booted machine of the fleet
  * image per test file (fleet/machine/nix.ts: the repository and the given directories bound read-only at
  * the same paths; what Nix builds stays in the machine's store), never the deployer's own Nix. The machine
- * boots in `beforeAll` and stops in `afterAll`.
+ * boots in `beforeAll` (about 2 s) and stops in `afterAll`; its store starts empty each time, so a build
+ * of the agent compiles it in every run (11-20 s on the 2-core deployer), as a host's first build does.
  */
 import { afterAll, beforeAll } from "vitest";
 import { startNixMachine, type NixMachine, type RunOptions } from "../fleet/machine/nix";

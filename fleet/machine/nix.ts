@@ -44,7 +44,8 @@ export async function startNixMachine(dirs: readonly string[] = []): Promise<Nix
   const image = await machineImage();
   const root = mkdtempSync(path.join(tmpdir(), "nixfleet-nix-machine-"));
   const m: Machine = {
-    name: `nix${process.pid}`,
+    // Unique per machine (several test files, or workers sharing one process, boot their own).
+    name: `nix-${path.basename(root).slice(-6).toLowerCase()}`,
     image,
     dir: path.join(root, "machine"),
     readOnlyBinds: bound.map((d) => [d, d] as const),
