@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ROLE_DEFAULTS, type ResolvedHost } from "../config/resolve";
+import { useNixMachine } from "../test/nix-machine";
 import { fleetFromConfigMap, readStackFile } from "../config/stack";
 import { AGENT_DIR, AGENT_PACKAGE, agentFiles, hostFile, MODULE_FILE, renderHost, renderHostSettings, renderRole, roleFile, type RenderedFile } from "./files";
 
@@ -18,6 +19,8 @@ const SHIPPED = "# installed by nixfleet — do not edit; `pulumi up` replaces i
 
 const tmp = mkdtempSync(join(tmpdir(), "nixfleet-files-test-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+/** Nix 2.26 in a booted machine of the fleet image, reading `tmp` at the same path (test/nix-machine.ts). */
+const nixMachine = useNixMachine(() => [tmp]);
 
 /** One resolved host from an inline stack config (through the same path as the CLI). */
 function host(fields: Record<string, unknown>, roles?: Record<string, unknown>): ResolvedHost {
@@ -240,9 +243,9 @@ describe("rendered files of every example stack parse", () => {
     expect(written.filter((w) => w.file.path === AGENT_PACKAGE).length).toBe(hosts);
   });
 
-  it("nix-instantiate --parse accepts every .nix file (one call)", () => {
+  it("nix-instantiate --parse accepts every .nix file (one call)", async () => {
     // Throws with Nix's message (naming the file) on the first file that does not parse.
-    execFileSync("nix-instantiate", ["--parse", ...nix.map((w) => w.onDisk)], { stdio: "pipe", maxBuffer: 1 << 28 });
+    await nixMachine.must(["nix-instantiate", "--parse", ...nix.map((w) => w.onDisk)]);
   });
 
   it("the agent's source as shipped (header included) is the same for every host and passes go vet", () => {

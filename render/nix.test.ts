@@ -1,8 +1,8 @@
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { useNixMachine } from "../test/nix-machine";
 import { prng } from "../test/prng";
 import {
   apply,
@@ -210,7 +210,7 @@ describe("printNix rejects", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Property round trip through real Nix 2.8.
+// Property round trip through real Nix (Debian trixie's 2.26, in a booted machine: test/nix-machine.ts).
 
 
 const FRAGMENTS = [
@@ -263,11 +263,13 @@ function generator(seed: number) {
 
 const dir = mkdtempSync(join(tmpdir(), "nixfleet-nix-test-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** Nix 2.26 in a booted machine of the fleet image, reading `dir` at the same path (test/nix-machine.ts). */
+const nix = useNixMachine(() => [dir]);
 
 // One file per expression, all imported by ONE main file evaluated by ONE nix-instantiate
 // call: each file is parsed on its own (a value cannot swallow a neighbour), and one process
 // keeps the test fast. `prelude` is a let-binding for names the expressions use (`lib`, `f`).
-function nixEvalEach(name: string, texts: string[], prelude = ""): unknown[] {
+async function nixEvalEach(name: string, texts: string[], prelude = ""): Promise<unknown[]> {
   const files = texts.map((t, i) => {
     const file = join(dir, `${name}-${i}.nix`);
     writeFileSync(file, prelude ? `let ${prelude} in\n${t}\n` : `${t}\n`);
@@ -275,31 +277,28 @@ function nixEvalEach(name: string, texts: string[], prelude = ""): unknown[] {
   });
   const main = join(dir, `${name}.nix`);
   writeFileSync(main, `[\n${files.map((f) => `  (import ${f})\n`).join("")}]\n`);
-  const out = execFileSync("nix-instantiate", ["--eval", "--strict", "--json", main], {
-    encoding: "utf8",
-    maxBuffer: 1 << 28,
-  });
+  const out = await nix.must(["nix-instantiate", "--eval", "--strict", "--json", main]);
   return JSON.parse(out) as unknown[];
 }
 
 describe("round trip through nix-instantiate", () => {
   const gen = generator(20240601);
 
-  it("600 generated values evaluate back to themselves", () => {
+  it("600 generated values evaluate back to themselves", async () => {
     const values = Array.from({ length: 600 }, () => gen.value(0));
     const printed = values.map((v) => printNix(v));
-    const got = nixEvalEach("value", printed);
+    const got = await nixEvalEach("value", printed);
     expect(got).toHaveLength(values.length);
     values.forEach((v, i) => expect(got[i], printed[i]).toEqual(v));
   });
 
-  it("nested in a list at an indent, the same values still evaluate back", () => {
+  it("nested in a list at an indent, the same values still evaluate back", async () => {
     const values = Array.from({ length: 200 }, () => gen.value(0));
     const printed = printNix(values, "    ");
-    expect(nixEvalEach("nested", [printed])).toEqual([values]);
+    expect(await nixEvalEach("nested", [printed])).toEqual([values]);
   });
 
-  it("600 generated strings survive both the \"…\" and the ''…'' forms", () => {
+  it("600 generated strings survive both the \"…\" and the ''…'' forms", async () => {
     const strings = Array.from({ length: 600 }, () => gen.str());
     strings.push("", "$", "${", "$${", "$$", "\\${", "'", "''", "a'", "a\n'", "\n", "\n\n", " \n", "a\n \nb", "\ta\n b");
     const indents = strings.map(() => " ".repeat(gen.int(5)));
@@ -308,7 +307,7 @@ describe("round trip through nix-instantiate", () => {
     // Guard against a silent fallback for everything: the indented form must really be tested.
     expect(indented.filter((t) => t.startsWith("''")).length).toBeGreaterThan(150);
     expect(strings.some((s) => s.length > 10_000)).toBe(true);
-    const got = nixEvalEach("string", strings.map((_, i) => `[ ${quoted[i]} ${indented[i]} ]`));
+    const got = await nixEvalEach("string", strings.map((_, i) => `[ ${quoted[i]} ${indented[i]} ]`));
     expect(got).toHaveLength(strings.length);
     strings.forEach((s, i) => {
       const [q, ind] = got[i] as [string, string];
@@ -317,20 +316,20 @@ describe("round trip through nix-instantiate", () => {
     });
   });
 
-  it("paths resolve like Node's path.resolve", () => {
+  it("paths resolve like Node's path.resolve", async () => {
     const paths = ["./x/y.nix", "../../roles/form-pi.nix", "/abs", "./a/../b+c_d-e.f", "/x/./y", "./."];
     const text = `map builtins.toString ${printNix(paths.map(path))}`;
-    expect(nixEvalEach("paths", [text])).toEqual([paths.map((p) => resolve(dir, p))]);
+    expect(await nixEvalEach("paths", [text])).toEqual([paths.map((p) => resolve(dir, p))]);
   });
 
-  it("raw expressions and applications evaluate with a stand-in lib", () => {
+  it("raw expressions and applications evaluate with a stand-in lib", async () => {
     const expr = printNix({
       a: mkDefault([-1, { if: mkDefault("x\ny") }]),
       b: raw("builtins.toString"),
       c: [apply("f", "x"), apply("f", -2), apply("f", apply("f", [1]))],
     });
     const prelude = "lib = { mkDefault = v: { _default = v; }; }; f = v: [ v ];";
-    const [got] = nixEvalEach("raw", [`${expr} // { b = null; }`], prelude);
+    const [got] = await nixEvalEach("raw", [`${expr} // { b = null; }`], prelude);
     expect(got).toEqual({
       a: { _default: [-1, { if: { _default: "x\ny" } }] },
       b: null,
@@ -338,7 +337,7 @@ describe("round trip through nix-instantiate", () => {
     });
   });
 
-  it("nix-instantiate --parse accepts every printed value file by file", () => {
+  it("nix-instantiate --parse accepts every printed value file by file", async () => {
     const texts = [...Array.from({ length: 100 }, () => printNix(gen.value(0))), printNix(path("./x"))];
     const files = texts.map((t, i) => {
       const file = join(dir, `parse-${i}.nix`);
@@ -346,6 +345,6 @@ describe("round trip through nix-instantiate", () => {
       return file;
     });
     // Throws (with Nix's message) on the first file that does not parse.
-    execFileSync("nix-instantiate", ["--parse", ...files], { encoding: "utf8", maxBuffer: 1 << 28 });
+    await nix.must(["nix-instantiate", "--parse", ...files]);
   });
 });

@@ -1,7 +1,7 @@
 // The only code in nixfleet that emits Nix syntax. Everything a user supplies reaches Nix as
 // data through printNix; code the project writes itself is marked with raw()/apply().
 // Escaping rules follow the Nix 2.8 lexer (src/libexpr/lexer.l) and are checked against
-// real `nix-instantiate` in nix.test.ts.
+// real `nix-instantiate` of today's Nix (2.26, in a machine of the fleet image) in nix.test.ts.
 
 /** A trusted Nix expression written by nixfleet itself (never built from user values). */
 export class NixRaw {

@@ -1,8 +1,8 @@
 // `npm run bench`: how nixfleet's pure part (parse + resolve + render) scales with fleet size,
-// next to the printer alone and to `nix-instantiate --parse`, all in one process and one run.
+// next to the printer alone and to `nix-instantiate --parse` (Nix 2.26 in a booted machine of the fleet
+// image, fleet/machine/nix.ts; not the deployer's Nix), all in one process and one run.
 // It prints numbers, it asserts nothing: machines here are shared and noisy, so compare the
 // ratios within one run, not absolute times across runs.
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -12,6 +12,7 @@ import { ROLES } from "../config/schema";
 import { fleetFromConfigMap } from "../config/stack";
 import { agentFiles, MODULE_FILE, renderHost, renderHostSettings, renderRole, type RenderedFile } from "../render/files";
 import { printNix, type NixValue } from "../render/nix";
+import { startNixMachine } from "../fleet/machine/nix";
 
 const REPS = Number(process.env.BENCH_REPS ?? 5);
 const SIZES = [1, 10, 100, 1000];
@@ -87,6 +88,18 @@ function timeReps<T>(fn: () => T): { times: number[]; last: T } {
     times.push(ms(t0));
   }
   return { times, last };
+}
+
+/** timeReps for a child process (a command in the Nix machine): one warm-up, then REPS timed runs. */
+async function timeRepsAsync(fn: () => Promise<unknown>): Promise<number[]> {
+  await fn();
+  const times: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const t0 = process.hrtime.bigint();
+    await fn();
+    times.push(ms(t0));
+  }
+  return times;
 }
 
 const wallStart = process.hrtime.bigint();
@@ -214,7 +227,7 @@ lines.push(...memory);
 }
 
 // Where time goes in a real run: one child process parsing one host's rendered Nix files.
-{
+async function nixParse(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "nixfleet-bench-"));
   try {
     const host = fleetFromConfigMap(configMap(4)).hosts[0];
@@ -226,21 +239,26 @@ lines.push(...memory);
       if (f.path.endsWith(".nix")) nixFiles.push(file);
     }
     const inProcess = median(timeReps(() => renderHost(host)).times);
-    let parse = "nix-instantiate not found";
+    let parse = "no Nix machine (it needs root and the fleet image)";
     let version = "";
     try {
-      version = execFileSync("nix-instantiate", ["--version"], { encoding: "utf8" }).trim();
-      const parseT = median(timeReps(() => execFileSync("nix-instantiate", ["--parse", ...nixFiles], { stdio: ["ignore", "ignore", "pipe"] })).times);
-      const spawnT = median(timeReps(() => execFileSync("true")).times);
-      parse = `${fmt(parseT)}`;
-      out();
-      out(`## one host's ${nixFiles.length} rendered .nix files: render in process vs \`nix-instantiate --parse\` (${version})`);
-      out();
-      out("| step | ms | vs render |");
-      out("| --- | ---: | ---: |");
-      out(`| renderHost (in process) | ${fmt(inProcess, 3)} | 1× |`);
-      out(`| spawn \`true\` (process start baseline) | ${fmt(spawnT)} | ${fmt(spawnT / inProcess, 0)}× |`);
-      out(`| \`nix-instantiate --parse\` (one child) | ${parse} | ${fmt(parseT / inProcess, 0)}× |`);
+      const nix = await startNixMachine([dir]);
+      try {
+        version = (await nix.must(["nix-instantiate", "--version"])).trim();
+        const parseT = median(await timeRepsAsync(() => nix.must(["nix-instantiate", "--parse", ...nixFiles])));
+        const spawnT = median(await timeRepsAsync(() => nix.must(["true"])));
+        parse = `${fmt(parseT)}`;
+        out();
+        out(`## one host's ${nixFiles.length} rendered .nix files: render in process vs \`nix-instantiate --parse\` (${version}, in a machine)`);
+        out();
+        out("| step | ms | vs render |");
+        out("| --- | ---: | ---: |");
+        out(`| renderHost (in process) | ${fmt(inProcess, 3)} | 1× |`);
+        out(`| run \`true\` in the machine (process start + nsenter baseline) | ${fmt(spawnT)} | ${fmt(spawnT / inProcess, 0)}× |`);
+        out(`| \`nix-instantiate --parse\` (one child in the machine) | ${parse} | ${fmt(parseT / inProcess, 0)}× |`);
+      } finally {
+        await nix.stop();
+      }
     } catch (err) {
       out();
       out(`## nix-instantiate --parse: skipped (${parse}; ${(err as Error).message.split("\n")[0]})`);
@@ -250,6 +268,14 @@ lines.push(...memory);
   }
 }
 
-out();
-out(`Total bench wall time: ${fmt(ms(wallStart) / 1000, 1)} s.`);
-console.log(lines.join("\n"));
+nixParse().then(
+  () => {
+    out();
+    out(`Total bench wall time: ${fmt(ms(wallStart) / 1000, 1)} s.`);
+    console.log(lines.join("\n"));
+  },
+  (err) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

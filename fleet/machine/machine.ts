@@ -27,6 +27,8 @@ export interface Machine {
   readonly dir: string;
   /** Host directories bound into the machine: [host path, machine path]. */
   readonly binds?: readonly (readonly [string, string])[];
+  /** Host directories bound into the machine read-only: [host path, machine path]. */
+  readonly readOnlyBinds?: readonly (readonly [string, string])[];
 }
 
 export const diskOf = (m: Pick<Machine, "dir">) => path.join(m.dir, "disk");
@@ -130,7 +132,8 @@ export async function machineExec(
   if (pid1 === null) throw new Error(`machine ${m.name} is not running`);
   const env = { PATH: PATH_IN_MACHINE, HOME: "/root", LANG: "C.UTF-8", ...(opts.env ?? {}) };
   const envArgs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-  const cd = opts.cwd ? ["--wdns", opts.cwd] : ["-w"];
+  // `--wdns=DIR` in one word: util-linux 2.38's nsenter takes `--wdns DIR` as the program DIR.
+  const cd = opts.cwd ? [`--wdns=${opts.cwd}`] : ["-w"];
   return run("nsenter", ["-t", String(pid1), "-a", "-r", ...cd, "--", "/usr/bin/env", "-i", ...envArgs, ...argv], {
     input: opts.input ?? "",
     timeoutMs: opts.timeoutMs,
@@ -190,7 +193,10 @@ export async function ensureInotify(machines: number): Promise<void> {
 export async function bootMachine(m: Machine, opts: { timeoutMs?: number } = {}): Promise<void> {
   if (powerPid(m) === null) {
     await fs.mkdir(diskOf(m), { recursive: true });
-    const binds = (m.binds ?? []).flatMap(([h, c]) => [`--bind=${h}:${c}`]);
+    const binds = [
+      ...(m.binds ?? []).map(([h, c]) => `--bind=${h}:${c}`),
+      ...(m.readOnlyBinds ?? []).map(([h, c]) => `--bind-ro=${h}:${c}`),
+    ];
     const log = openSync(path.join(m.dir, "console.log"), "a");
     try {
       const child = spawn("bash", [POWER_SH, m.image, diskOf(m), m.name, ...binds], {

@@ -1,9 +1,9 @@
 /**
- * Shared by the module tests: host checkouts written by the real renderer, and REAL Nix evaluating them
- * against nixos-lite — a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md),
- * because nixpkgs is not available offline.
+ * Shared by the module tests: host checkouts written by the real renderer, and REAL Nix (Debian trixie's
+ * Nix 2.26 in a booted machine of the fleet image, test/nix-machine.ts) evaluating them against nixos-lite —
+ * a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md), because nixpkgs is not
+ * available offline.
  */
-import { spawnSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -11,21 +11,27 @@ import { afterAll, beforeAll } from "vitest";
 import { ROLE_DEFAULTS, type FullSettings, type ResolvedHost } from "../../config/resolve";
 import type { Role, Settings } from "../../config/schema";
 import { renderHost } from "../../render/files";
+import { NIX_OPTS, useNixMachine, type TestNixMachine } from "../nix-machine";
+
+export { FLAKES, NIX_OPTS } from "../nix-machine";
 
 export const ROOT = resolve(__dirname, "..", "..");
 export const LITE = join(ROOT, "test", "nixos-lite");
 export const MODULE = join(ROOT, "nix", "modules", "services", "system", "auto-upgrade.nix");
 export const AGENT_SRC = join(ROOT, "nix", "modules", "services", "system", "agent");
 export const FIXTURES = join(__dirname, "fixtures");
-export const NIX_OPTS = ["--option", "substituters", ""];
-export const FLAKES = ["--extra-experimental-features", "nix-command flakes"];
 export const OPT = "myModules.services.system.autoUpgrade";
 export const CHEZMOI = "chezmoi-pre-update.service";
 /** nixos/lib/systemd-lib.nix unitNameType's pattern, as NixOS prints it in type errors. */
 export const NIXOS_UNIT_PATTERN =
   "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
 
-/** A temp dir per test file, removed afterwards; its path is spliced into Nix as a path literal. */
+let nix: TestNixMachine | undefined;
+
+/**
+ * A temp dir per test file, removed afterwards; its path is spliced into Nix as a path literal. Also boots
+ * the test file's Nix machine (`nixMachine()`), which reads the dir (read-only) at the same path.
+ */
 export function useWorkDir(): () => string {
   let work = "";
   beforeAll(() => {
@@ -33,7 +39,14 @@ export function useWorkDir(): () => string {
     if (!/^[A-Za-z0-9/._-]+$/.test(work)) throw new Error(`unexpected temp dir ${work}`);
   });
   afterAll(() => rmSync(work, { recursive: true, force: true }));
+  nix = useNixMachine(() => [work]);
   return () => work;
+}
+
+/** The test file's Nix machine (useWorkDir boots it). */
+export function nixMachine(): TestNixMachine {
+  if (!nix) throw new Error("call useWorkDir() at the top of the test file: it boots the Nix machine");
+  return nix;
 }
 
 export interface HostSpec {
@@ -92,19 +105,19 @@ export function systemExpr(dir: string, host: string, select: string): string {
 
 export type EvalResult = { ok: true; value: any } | { ok: false; stderr: string };
 
-export function nixEval(expr: string): EvalResult {
-  const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--json", ...NIX_OPTS, "-E", expr], { encoding: "utf8" });
-  return r.status === 0 ? { ok: true, value: JSON.parse(r.stdout) } : { ok: false, stderr: r.stderr };
+export async function nixEval(expr: string): Promise<EvalResult> {
+  const r = await nixMachine().run(["nix-instantiate", "--eval", "--strict", "--json", ...NIX_OPTS, "-E", expr]);
+  return r.code === 0 ? { ok: true, value: JSON.parse(r.stdout) } : { ok: false, stderr: r.stderr };
 }
 
-export function mustEval(expr: string): any {
-  const r = nixEval(expr);
+export async function mustEval(expr: string): Promise<any> {
+  const r = await nixEval(expr);
   if (!r.ok) throw new Error(`nix-instantiate failed:\n${r.stderr}`);
   return r.value;
 }
 
-export function evalFailure(expr: string): string {
-  const r = nixEval(expr);
+export async function evalFailure(expr: string): Promise<string> {
+  const r = await nixEval(expr);
   if (r.ok) throw new Error(`expected the evaluation to fail, got ${JSON.stringify(r.value).slice(0, 500)}`);
   return r.stderr;
 }

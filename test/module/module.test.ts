@@ -1,21 +1,23 @@
 /**
- * The NixOS module `nix/modules/services/system/auto-upgrade.nix`, evaluated and built by REAL Nix
- * against nixos-lite — a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md),
+ * The NixOS module `nix/modules/services/system/auto-upgrade.nix`, evaluated and built by REAL Nix (2.26,
+ * in a booted machine of the fleet image: test/nix-machine.ts) against nixos-lite — a SIMULATION of nixpkgs' lib / module system / pkgs (test/nixos-lite/README.md),
  * because nixpkgs is not available offline. The host files come from the real renderer
  * (`renderHost`); `fixtures/<case>/configuration.nix` are the user's own host configurations.
  * Assertions are limited to what also holds on NixOS (NixOS adds PATH, [Unit] entries, HOME, …).
  */
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { cpSync, existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Role } from "../../config/schema";
 import {
   AGENT_SRC, CHEZMOI, FIXTURES, FLAKES, LITE, MODULE, NIX_OPTS, OPT, UNITS, type HostSpec,
-  evalFailure, mustEval, readUnitSettings, systemExpr, useWorkDir, writeCheckout,
+  evalFailure, mustEval, nixMachine, readUnitSettings, systemExpr, useWorkDir, writeCheckout,
 } from "./helpers";
 
 const work = useWorkDir();
+/** A path of the Nix machine (its store) as this process reads it. */
+const inMachine = (p: string) => nixMachine().file(p);
 const checkout = (spec: HostSpec, fixture = "plain") => writeCheckout(work(), spec, fixture);
 /** Only the AUTO_UPGRADE_* part of an environment: on NixOS the service has more (PATH, HOME, proxy). */
 const settingsOf = (env: Record<string, string>) =>
@@ -46,8 +48,13 @@ function withModule(dir: string, host: string, module: string, select: string): 
 }
 
 describe("auto-upgrade.nix parses", () => {
-  it("nix-instantiate --parse accepts the module", () => {
-    execFileSync("nix-instantiate", ["--parse", MODULE], { stdio: "pipe" });
+  it("the Nix here is today's (Debian trixie's 2.26 in the machine), not the deployer's 2.8", async () => {
+    const [major, minor] = String(await mustEval("builtins.nixVersion")).split(".").map(Number);
+    expect(major * 1000 + minor).toBeGreaterThanOrEqual(2024);
+  });
+
+  it("nix-instantiate --parse accepts the module", async () => {
+    await nixMachine().must(["nix-instantiate", "--parse", MODULE]);
   });
 });
 
@@ -59,9 +66,9 @@ describe("each role's defaults, evaluated through nixos-lite", () => {
     pi: { commit: "false", schedule: "Sun 04:00" },
   };
   for (const role of Object.keys(expected) as Role[]) {
-    it(`${role}: role defaults reach the service and the timer`, () => {
+    it(`${role}: role defaults reach the service and the timer`, async () => {
       const name = `${role}1`;
-      const r = mustEval(systemExpr(checkout({ name, role }), name, UNITS));
+      const r = await mustEval(systemExpr(checkout({ name, role }), name, UNITS));
       const env = r.service.environment;
       expect(settingsOf(env)).toEqual(defaults(name, expected[role].commit));
       // As nixpkgs' upgrade service: HOME for git/ssh; NixOS' own PATH for every service.
@@ -93,7 +100,7 @@ describe("each role's defaults, evaluated through nixos-lite", () => {
 });
 
 describe("host settings override the role's lib.mkDefault values", () => {
-  it("a desktop host turns commit-back and validation off and brings its own hooks, in order", () => {
+  it("a desktop host turns commit-back and validation off and brings its own hooks, in order", async () => {
     const dir = checkout({
       name: "desk2",
       role: "desktop",
@@ -108,7 +115,7 @@ describe("host settings override the role's lib.mkDefault values", () => {
         randomizedDelaySec: "0",
       },
     });
-    const r = mustEval(systemExpr(dir, "desk2", UNITS));
+    const r = await mustEval(systemExpr(dir, "desk2", UNITS));
     const hooks = ["backup-home.service", CHEZMOI, "pre-upgrade.target"];
     expect(r.service.after).toEqual([...hooks, "network-online.target"]);
     expect(r.service.wants).toEqual([...hooks, "network-online.target"]);
@@ -122,12 +129,12 @@ describe("host settings override the role's lib.mkDefault values", () => {
     });
     expect(r.timer.timerConfig).toEqual({ OnCalendar: "Sat *-*-* 03:30:00", Persistent: true, RandomizedDelaySec: "0" });
     // preUpdateValidation = false is deprecated: the module says so and why, and only then.
-    expect(mustEval(systemExpr(dir, "desk2", "cfg.warnings"))).toEqual([expect.stringMatching(/preUpdateValidation = false changes nothing and is deprecated: the build always comes first/)]);
-    expect(mustEval(systemExpr(checkout({ name: "desk3", role: "desktop" }), "desk3", "cfg.warnings"))).toEqual([]);
+    expect(await mustEval(systemExpr(dir, "desk2", "cfg.warnings"))).toEqual([expect.stringMatching(/preUpdateValidation = false changes nothing and is deprecated: the build always comes first/)]);
+    expect(await mustEval(systemExpr(checkout({ name: "desk3", role: "desktop" }), "desk3", "cfg.warnings"))).toEqual([]);
   });
 
-  it("a server host turns commit-back on and drops the hooks", () => {
-    const r = mustEval(systemExpr(checkout({ name: "srv2", role: "server", overrides: { hostCanCommitConfig: true, preUpdateHooks: [] } }), "srv2", UNITS));
+  it("a server host turns commit-back on and drops the hooks", async () => {
+    const r = await mustEval(systemExpr(checkout({ name: "srv2", role: "server", overrides: { hostCanCommitConfig: true, preUpdateHooks: [] } }), "srv2", UNITS));
     expect(r.service.environment.AUTO_UPGRADE_COMMIT).toBe("true");
     expect(r.service.environment.AUTO_UPGRADE_HOOKS).toBe("");
     expect(r.service.after).toEqual(["network-online.target"]);
@@ -135,30 +142,30 @@ describe("host settings override the role's lib.mkDefault values", () => {
 });
 
 describe("the user's own configuration merges as on NixOS", () => {
-  it("lib.mkForce in the user's configuration reaches the service environment over the host's value and the role's default", () => {
-    const r = mustEval(systemExpr(checkout({ name: "desk3", role: "desktop", overrides: { branch: "stable" } }, "force"), "desk3", UNITS));
+  it("lib.mkForce in the user's configuration reaches the service environment over the host's value and the role's default", async () => {
+    const r = await mustEval(systemExpr(checkout({ name: "desk3", role: "desktop", overrides: { branch: "stable" } }, "force"), "desk3", UNITS));
     expect(r.service.environment.AUTO_UPGRADE_BRANCH).toBe("forced");
     expect(r.service.environment.AUTO_UPGRADE_COMMIT).toBe("false");
   });
 
-  it("a hook added by the user's module comes after the host's hooks (reverse module order)", () => {
+  it("a hook added by the user's module comes after the host's hooks (reverse module order)", async () => {
     const dir = checkout({ name: "uh1", role: "desktop", overrides: { preUpdateHooks: ["backup-home.service"] } }, "user-hook");
-    const r = mustEval(systemExpr(dir, "uh1", UNITS));
+    const r = await mustEval(systemExpr(dir, "uh1", UNITS));
     expect(r.service.environment.AUTO_UPGRADE_HOOKS).toBe("backup-home.service user-backup.service");
     expect(r.service.after).toEqual(["backup-home.service", "user-backup.service", "network-online.target"]);
   });
 
-  it("lib.mkBefore / lib.mkAfter place the user's hooks first and last", () => {
+  it("lib.mkBefore / lib.mkAfter place the user's hooks first and last", async () => {
     const dir = checkout({ name: "uh2", role: "desktop", overrides: { preUpdateHooks: ["a.service", "b.service"] } }, "user-hook-first");
-    const r = mustEval(systemExpr(dir, "uh2", UNITS));
+    const r = await mustEval(systemExpr(dir, "uh2", UNITS));
     expect(r.service.environment.AUTO_UPGRADE_HOOKS).toBe("snapshot.service a.service b.service last.target");
   });
 });
 
 describe("% in settings: systemd expands specifiers in Environment=, so the module writes %%", () => {
-  it("every % is doubled in the environment, and the contract's reading rule gets the setting back", () => {
+  it("every % is doubled in the environment, and the contract's reading rule gets the setting back", async () => {
     const dir = checkout({ name: "pct", role: "server", stateDir: "/var/lib/au%H", overrides: { branch: "100%-done%%" } });
-    const r = mustEval(systemExpr(dir, "pct", `{
+    const r = await mustEval(systemExpr(dir, "pct", `{
       env = cfg.systemd.services.auto-upgrade.environment;
       # Environment= lines exactly as nixos/lib/systemd-lib.nix serviceToUnit writes them.
       lines = builtins.concatStringsSep "" (map (n: "Environment=\${builtins.toJSON "\${n}=\${cfg.systemd.services.auto-upgrade.environment.\${n}}"}\\n")
@@ -169,8 +176,8 @@ describe("% in settings: systemd expands specifiers in Environment=, so the modu
     expect(readUnitSettings(r.lines)).toMatchObject({ AUTO_UPGRADE_STATE_DIR: "/var/lib/au%H", AUTO_UPGRADE_BRANCH: "100%-done%%" });
   });
 
-  it("proxy and nix.envVars reach the service like nixpkgs' upgrade service, % doubled there too", () => {
-    const r = mustEval(systemExpr(checkout({ name: "prx", role: "server" }, "proxy"), "prx", "cfg.systemd.services.auto-upgrade.environment"));
+  it("proxy and nix.envVars reach the service like nixpkgs' upgrade service, % doubled there too", async () => {
+    const r = await mustEval(systemExpr(checkout({ name: "prx", role: "server" }, "proxy"), "prx", "cfg.systemd.services.auto-upgrade.environment"));
     expect(r).toMatchObject({
       HOME: "/root",
       NIX_REMOTE: "daemon",
@@ -190,7 +197,7 @@ describe("values are data: hostile strings survive verbatim", () => {
     stateDir: `/var/lib/auto upgrade/'$STATE'`,
   };
 
-  it("environment values equal the settings exactly", () => {
+  it("environment values equal the settings exactly", async () => {
     const dir = checkout({
       name: "odd",
       role: "server",
@@ -199,7 +206,7 @@ describe("values are data: hostile strings survive verbatim", () => {
       configOwner: "o'brien",
       overrides: { branch: hostile.branch, remote: hostile.remote },
     });
-    const r = mustEval(systemExpr(dir, "odd", UNITS));
+    const r = await mustEval(systemExpr(dir, "odd", UNITS));
     expect(r.service.environment).toMatchObject({
       AUTO_UPGRADE_CONFIG_PATH: hostile.configPath,
       AUTO_UPGRADE_BRANCH: hostile.branch,
@@ -213,8 +220,8 @@ describe("values are data: hostile strings survive verbatim", () => {
 describe("health gate and onFailure options", () => {
   const host = (name: string) => checkout({ name, role: "server" });
 
-  it("healthCheck, healthUnits, healthTimeout reach the environment; onFailure becomes OnFailure= of the service", () => {
-    const r = mustEval(withModule(host("hg1"), "hg1", `{
+  it("healthCheck, healthUnits, healthTimeout reach the environment; onFailure becomes OnFailure= of the service", async () => {
+    const r = await mustEval(withModule(host("hg1"), "hg1", `{
       ${OPT} = { healthCheck = false; healthUnits = [ "nginx.service" "postgresql.service" ]; healthTimeout = 300;
         onFailure = [ "notify@auto-upgrade.service" ]; };
     }`, UNITS));
@@ -227,29 +234,29 @@ describe("health gate and onFailure options", () => {
     expect(r.service.unitConfig.OnFailure).toBe("notify@auto-upgrade.service");
   });
 
-  it("healthTimeout must be a whole number of seconds within the table's bounds (1 to 3600)", () => {
-    expect(evalFailure(withModule(host("hg2"), "hg2", `{ ${OPT}.healthTimeout = 0; }`, UNITS)))
+  it("healthTimeout must be a whole number of seconds within the table's bounds (1 to 3600)", async () => {
+    expect(await evalFailure(withModule(host("hg2"), "hg2", `{ ${OPT}.healthTimeout = 0; }`, UNITS)))
       .toContain(`A definition for option \`${OPT}.healthTimeout' is not of type \`integer between 1 and 3600 (both inclusive)'`);
   });
 
-  it("healthUnits and onFailure must be unit names", () => {
-    expect(evalFailure(withModule(host("hg3"), "hg3", `{ ${OPT}.healthUnits = [ "nginx" ]; }`, UNITS)))
+  it("healthUnits and onFailure must be unit names", async () => {
+    expect(await evalFailure(withModule(host("hg3"), "hg3", `{ ${OPT}.healthUnits = [ "nginx" ]; }`, UNITS)))
       .toContain(`A definition for option \`${OPT}.healthUnits."[definition 1-entry 1]"' is not of type \`string matching the pattern`);
-    expect(evalFailure(withModule(host("hg4"), "hg4", `{ ${OPT}.onFailure = [ "mail me" ]; }`, UNITS)))
+    expect(await evalFailure(withModule(host("hg4"), "hg4", `{ ${OPT}.onFailure = [ "mail me" ]; }`, UNITS)))
       .toContain(`A definition for option \`${OPT}.onFailure."[definition 1-entry 1]"' is not of type \`string matching the pattern`);
   });
 });
 
 describe("nixpkgs' own system.autoUpgrade", () => {
-  it("enabled as well: an assertion says to turn it off", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "stock1", role: "server" }, "stock-upgrade"), "stock1", UNITS));
+  it("enabled as well: an assertion says to turn it off", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "stock1", role: "server" }, "stock-upgrade"), "stock1", UNITS));
     expect(err).toContain("Failed assertions:");
     expect(err).toContain(`${OPT} and nixpkgs' system.autoUpgrade are both enabled`);
     expect(err).toContain("Set system.autoUpgrade.enable = false");
   });
 
-  it("its module disabled (disabledModules): nixfleet's module still evaluates", () => {
-    const r = mustEval(systemExpr(checkout({ name: "stock2", role: "server" }, "stock-disabled"), "stock2", `{
+  it("its module disabled (disabledModules): nixfleet's module still evaluates", async () => {
+    const r = await mustEval(systemExpr(checkout({ name: "stock2", role: "server" }, "stock-disabled"), "stock2", `{
       hasStock = sys.options.system ? autoUpgrade; toplevel = cfg.system.build.toplevel.drvPath;
     }`));
     expect(r.hasStock).toBe(false);
@@ -258,83 +265,83 @@ describe("nixpkgs' own system.autoUpgrade", () => {
 });
 
 describe("mistakes fail evaluation like NixOS, naming the option", () => {
-  it("a string for a bool option is a type error", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "typo1", role: "desktop" }, "type-error"), "typo1", "cfg.systemd.services.auto-upgrade.environment"));
+  it("a string for a bool option is a type error", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "typo1", role: "desktop" }, "type-error"), "typo1", "cfg.systemd.services.auto-upgrade.environment"));
     expect(err).toContain(`A definition for option \`${OPT}.preUpdateValidation' is not of type \`boolean'`);
     expect(err).toContain(`hosts/typo1/configuration.nix': "yes"`);
   });
 
-  it("a hook that is not a unit name is a type error (as NixOS' unitNameType would be), not a late assertion", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "unit", role: "laptop", overrides: { preUpdateHooks: ["chezmoi-pre-update"] } }), "unit", UNITS));
+  it("a hook that is not a unit name is a type error (as NixOS' unitNameType would be), not a late assertion", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "unit", role: "laptop", overrides: { preUpdateHooks: ["chezmoi-pre-update"] } }), "unit", UNITS));
     expect(err).toContain(`A definition for option \`${OPT}.preUpdateHooks."[definition 1-entry 1]"' is not of type \`string matching the pattern`);
     expect(err).toContain(`"chezmoi-pre-update"`);
     expect(err).not.toContain("Failed assertions");
   });
 
-  it("a unit name NixOS refuses, set by the user on the service itself, is NixOS' type error", () => {
-    const err = evalFailure(withModule(checkout({ name: "wnt", role: "server" }), "wnt", `{ systemd.services.auto-upgrade.wants = [ "network-online" ]; }`, UNITS));
+  it("a unit name NixOS refuses, set by the user on the service itself, is NixOS' type error", async () => {
+    const err = await evalFailure(withModule(checkout({ name: "wnt", role: "server" }), "wnt", `{ systemd.services.auto-upgrade.wants = [ "network-online" ]; }`, UNITS));
     expect(err).toContain("A definition for option `systemd.services.auto-upgrade.wants.\"[definition 1-entry 1]\"' is not of type `string matching the pattern [a-zA-Z0-9@%:_.\\-]+[.](service|");
   });
 
-  it("a schedule with a newline (it would add a line to the timer unit) is refused: singleLineStr", () => {
-    const err = evalFailure(withModule(checkout({ name: "nl", role: "server" }), "nl", `{ ${OPT}.schedule = (import ${LITE}).lib.mkForce "04:00\\nOnBootSec=1"; }`, UNITS));
+  it("a schedule with a newline (it would add a line to the timer unit) is refused: singleLineStr", async () => {
+    const err = await evalFailure(withModule(checkout({ name: "nl", role: "server" }), "nl", `{ ${OPT}.schedule = (import ${LITE}).lib.mkForce "04:00\\nOnBootSec=1"; }`, UNITS));
     expect(err).toContain(`A definition for option \`${OPT}.schedule' is not of type \`(optionally newline-terminated) single-line string'`);
   });
 
-  it("an empty branch is refused: non-empty string", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "empty", role: "server", overrides: { branch: "" } }), "empty", UNITS));
+  it("an empty branch is refused: non-empty string", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "empty", role: "server", overrides: { branch: "" } }), "empty", UNITS));
     expect(err).toContain(`A definition for option \`${OPT}.branch' is not of type \`non-empty string'`);
   });
 
-  it("the toplevel type-checks every option, even ones the units do not read", () => {
+  it("the toplevel type-checks every option, even ones the units do not read", async () => {
     const dir = checkout({ name: "typo2", role: "desktop" });
     writeFileSync(join(dir, "hosts", "typo2", "configuration.nix"), `{ ... }: { imports = [ ./nixfleet.nix ]; networking.hostName = 42; }\n`);
-    const err = evalFailure(systemExpr(dir, "typo2", "cfg.system.build.toplevel.drvPath"));
+    const err = await evalFailure(systemExpr(dir, "typo2", "cfg.system.build.toplevel.drvPath"));
     expect(err).toContain("A definition for option `networking.hostName' is not of type `string'");
   });
 
-  it("two normal-priority values for one option conflict", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "both", role: "server", overrides: { branch: "stable" } }, "conflict"), "both", UNITS));
+  it("two normal-priority values for one option conflict", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "both", role: "server", overrides: { branch: "stable" } }, "conflict"), "both", UNITS));
     expect(err).toContain(`The option \`${OPT}.branch' has conflicting definition values`);
     expect(err).toContain(`hosts/both/nixfleet.nix': "stable"`);
     expect(err).toContain(`hosts/both/configuration.nix': "hand-edited"`);
   });
 
-  it("an option that is not declared does not exist", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "undecl", role: "pi" }, "undeclared"), "undecl", UNITS));
+  it("an option that is not declared does not exist", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "undecl", role: "pi" }, "undeclared"), "undecl", UNITS));
     expect(err).toContain(`The option \`${OPT}.brnach' does not exist`);
   });
 
-  it("a Nix syntax error in the host file fails evaluation", () => {
+  it("a Nix syntax error in the host file fails evaluation", async () => {
     const dir = checkout({ name: "broken", role: "server" });
     writeFileSync(join(dir, "hosts", "broken", "nixfleet.nix"), "{ ... }: { myModules = ; }\n");
-    const err = evalFailure(systemExpr(dir, "broken", UNITS));
+    const err = await evalFailure(systemExpr(dir, "broken", UNITS));
     expect(err).toMatch(/syntax error/);
     expect(err).toContain("hosts/broken/nixfleet.nix");
   });
 });
 
 describe("assertions for facts only the host knows", () => {
-  it("a relative configPath fails with a message saying what to change", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "rel", role: "server", configPath: "nix-config" }), "rel", UNITS));
+  it("a relative configPath fails with a message saying what to change", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "rel", role: "server", configPath: "nix-config" }), "rel", UNITS));
     expect(err).toContain("Failed assertions:");
     expect(err).toContain(`${OPT}.configPath must be an absolute path without \`..\` (got "nix-config")`);
   });
 
-  it("a configPath with a .. component fails", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "dots", role: "server", configPath: "/home/alice/../root/nix-config" }), "dots", UNITS));
+  it("a configPath with a .. component fails", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "dots", role: "server", configPath: "/home/alice/../root/nix-config" }), "dots", UNITS));
     expect(err).toContain(`${OPT}.configPath must be an absolute path`);
   });
 
-  it("requiredHooks not in preUpdateHooks fails", () => {
-    const err = evalFailure(systemExpr(checkout({ name: "req", role: "laptop", overrides: { requiredHooks: ["backup.service"] } }), "req", UNITS));
+  it("requiredHooks not in preUpdateHooks fails", async () => {
+    const err = await evalFailure(systemExpr(checkout({ name: "req", role: "laptop", overrides: { requiredHooks: ["backup.service"] } }), "req", UNITS));
     expect(err).toContain(`${OPT}.requiredHooks must be a subset of preUpdateHooks: "backup.service" not in preUpdateHooks`);
   });
 });
 
 describe("the service's runtime is a stock NixOS host's (like nixpkgs' upgrade service), no jq, no nh", () => {
-  it("the unit's PATH starts with config.nix.package.out, config.programs.ssh.package, gitMinimal and the base tools", () => {
-    const r = mustEval(withModule(checkout({ name: "rt", role: "server" }), "rt", `({ pkgs, ... }: { nix.package = pkgs.git; programs.ssh.package = pkgs.bash; })`, `{
+  it("the unit's PATH starts with config.nix.package.out, config.programs.ssh.package, gitMinimal and the base tools", async () => {
+    const r = await mustEval(withModule(checkout({ name: "rt", role: "server" }), "rt", `({ pkgs, ... }: { nix.package = pkgs.git; programs.ssh.package = pkgs.bash; })`, `{
       path = cfg.systemd.services.auto-upgrade.environment.PATH;
       want = with pkgs; builtins.concatStringsSep ":" (map (p: "\${p}/bin") [ git bash gitMinimal coreutils util-linux systemd ]);
       jq = "\${pkgs.jq}"; nh = "\${pkgs.nh}"; nix = "\${pkgs.nix}";
@@ -345,9 +352,9 @@ describe("the service's runtime is a stock NixOS host's (like nixpkgs' upgrade s
 });
 
 describe("the agent handed over by the evaluation", () => {
-  it("ExecStart runs the agent buildGoModule builds from the source shipped beside the module (no tests in it)", () => {
+  it("ExecStart runs the agent buildGoModule builds from the source shipped beside the module (no tests in it)", async () => {
     const dir = checkout({ name: "agt", role: "desktop" });
-    const r = mustEval(systemExpr(dir, "agt", `{
+    const r = await mustEval(systemExpr(dir, "agt", `{
       execStart = cfg.systemd.services.auto-upgrade.serviceConfig.ExecStart;
       pkgOut = pkg.outPath;
       src = toString pkg.src;
@@ -365,14 +372,11 @@ describe("nix build of a flake using nixos-lite", () => {
   let repo: string;
   const git = (...args: string[]) =>
     execFileSync("git", ["-c", "user.name=t", "-c", "user.email=t@example.invalid", ...args], { cwd: repo, stdio: "pipe" });
-  const build = (host: string) => {
-    const r = spawnSync(
-      "nix",
-      [...FLAKES, "build", ...NIX_OPTS, "--no-link", "--json", `${repo}#nixosConfigurations.${host}.config.system.build.toplevel`],
-      { encoding: "utf8", cwd: repo },
+  const build = (host: string) =>
+    nixMachine().run(
+      ["nix", ...FLAKES, "build", ...NIX_OPTS, "--no-link", "--json", `${repo}#nixosConfigurations.${host}.config.system.build.toplevel`],
+      { cwd: repo },
     );
-    return r;
-  };
 
   beforeAll(() => {
     repo = join(work(), "flake");
@@ -402,40 +406,41 @@ describe("nix build of a flake using nixos-lite", () => {
     git("commit", "-qm", "init");
   });
 
-  it("builds a toplevel whose units.json holds the service and whose switch is simulated", () => {
-    const r = build("h1");
+  it("builds a toplevel whose units.json holds the service and whose switch is simulated", async () => {
+    const r = await build("h1");
     expect(r.stderr).not.toMatch(/error/);
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
     expect(out).toMatch(/-nixos-system-h1-nixos-lite$/);
-    const units = JSON.parse(readFileSync(join(out, "etc", "systemd", "units.json"), "utf8"));
+    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
     expect(Object.keys(units)).toEqual(["services", "timers"]);
     const svc = units.services["auto-upgrade"];
     expect(svc.environment.AUTO_UPGRADE_FLAKE_HOST).toBe("h1");
     expect(units.timers["auto-upgrade"].timerConfig.OnCalendar).toBe("04:00");
     // ExecStart is the agent, compiled (by nixos-lite's buildGoModule, the machine's Go) and linked into sw/bin.
-    const exe = readlinkSync(join(out, "sw", "bin", "nixfleet-agent"));
+    const exe = readlinkSync(inMachine(join(out, "sw", "bin", "nixfleet-agent")));
     expect(svc.serviceConfig.ExecStart).toBe(`${exe} run`);
-    expect(readFileSync(exe).subarray(0, 4).toString("latin1")).toBe("\x7fELF");
+    expect(readFileSync(inMachine(exe)).subarray(0, 4).toString("latin1")).toBe("\x7fELF");
 
+    // Run where it was built (the Nix machine, which is no fleet host: test/nix-machine.ts).
     const sw = join(out, "bin", "switch-to-configuration");
-    const refused = spawnSync(sw, ["switch"], { encoding: "utf8", env: { PATH: process.env.PATH } });
-    expect(refused.status).toBe(1);
+    const refused = await nixMachine().run([sw, "switch"]);
+    expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("NIXFLEET_SIM_ROOT");
     // What switching does in detail is the simulation's (toplevel.nix, its own tests); here: it runs.
-    const sim = join(work(), "simroot");
-    const ok = spawnSync(sw, ["switch"], { encoding: "utf8", env: { PATH: process.env.PATH, NIXFLEET_SIM_ROOT: sim } });
-    expect(ok.status).toBe(0);
-    expect(readlinkSync(join(sim, "run", "current-system"))).toBe(out);
+    const sim = "/root/simroot";
+    const ok = await nixMachine().run([sw, "switch"], { env: { NIXFLEET_SIM_ROOT: sim } });
+    expect(ok.code).toBe(0);
+    expect(readlinkSync(inMachine(join(sim, "run", "current-system")))).toBe(out);
   });
 
   // Contract (docs/rollout.md §3): push mode takes the settings from the validated system's unit file.
-  it("the built unit file carries the user's override and the escaped %, and the contract's reading rule recovers them", () => {
-    const r = build("h2");
+  it("the built unit file carries the user's override and the escaped %, and the contract's reading rule recovers them", async () => {
+    const r = await build("h2");
     expect(r.stderr).not.toMatch(/error/);
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
-    const unit = readFileSync(join(out, "etc", "systemd", "system", "auto-upgrade.service"), "utf8");
+    const unit = readFileSync(inMachine(join(out, "etc", "systemd", "system", "auto-upgrade.service")), "utf8");
     expect(unit).toContain(`Environment="AUTO_UPGRADE_STATE_DIR=/var/lib/au%%H"\n`);
     expect(readUnitSettings(unit)).toMatchObject({
       AUTO_UPGRADE_BRANCH: "forced",
@@ -446,24 +451,25 @@ describe("nix build of a flake using nixos-lite", () => {
     });
   });
 
-  it("an untracked host file is invisible to the build; once tracked it builds", () => {
+  it("an untracked host file is invisible to the build; once tracked it builds", async () => {
     cpSync(join(FIXTURES, "untracked-import"), join(repo, "hosts", "h1"), { recursive: true });
     git("add", "hosts/h1/configuration.nix"); // extra.nix stays untracked
-    const r = build("h1");
-    expect(r.status).not.toBe(0);
-    expect(r.stderr).toMatch(/hosts\/h1\/extra\.nix.*(No such file or directory|does not exist)/);
+    const r = await build("h1");
+    expect(r.code).not.toBe(0);
+    // Nix 2.26's message (2.8 said "getting status of …: No such file or directory").
+    expect(r.stderr).toMatch(/error: path '\/nix\/store\/[a-z0-9]{32}-source\/hosts\/h1\/extra\.nix' does not exist/);
     git("add", "hosts/h1/extra.nix");
-    const ok = build("h1");
-    expect(ok.status).toBe(0);
+    const ok = await build("h1");
+    expect(ok.code).toBe(0);
     const out: string = JSON.parse(ok.stdout)[0].outputs.out;
-    const units = JSON.parse(readFileSync(join(out, "etc", "systemd", "units.json"), "utf8"));
+    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
     expect(units.services["auto-upgrade"].environment.AUTO_UPGRADE_REMOTE).toBe("from-extra");
   });
 
-  it("a syntax error in a tracked host file fails the build", () => {
+  it("a syntax error in a tracked host file fails the build", async () => {
     writeFileSync(join(repo, "hosts", "h1", "nixfleet.nix"), "{ ... }: { imports = [ ; }\n");
-    const r = build("h1");
-    expect(r.status).not.toBe(0);
+    const r = await build("h1");
+    expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/syntax error/);
     expect(r.stderr).toContain("hosts/h1/nixfleet.nix");
     expect(existsSync(join(repo, "result"))).toBe(false);

@@ -9,9 +9,10 @@
 #  Tool packages (coreutils, git, gitMinimal, gzip, nix, openssh, util-linux, …) are
 #  STAND-INS: on a fleet machine each `bin/` links the machine's Debian programs
 #  of the same package (Nix 2.26, systemd 257, git, …), so a system's sw/bin and
-#  a unit's PATH hold exactly the packages its configuration names. Elsewhere
-#  (module tests on the deployer) `bin/` is empty and commands fall through to
-#  the caller's PATH. jq and nh are packages too: a host has them only if its
+#  a unit's PATH hold exactly the packages its configuration names (the module
+#  tests' Nix machine, fleet/machine/nix.ts, is of the same image). Built by a
+#  Nix outside that image, `bin/` is empty and commands fall through to the
+#  caller's PATH. jq and nh are packages too: a host has them only if its
 #  configuration adds them.
 # ============================================================================
 { lib, system }:

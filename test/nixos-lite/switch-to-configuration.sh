@@ -16,7 +16,8 @@
 #                 the units multi-user.target and timers.target want that are
 #                 not running; a failed unit: "warning: the following units
 #                 failed: …", exit 4.
-#  Elsewhere (module tests on the deployer) it only moves links under
+#  Elsewhere (no marker: the module tests' Nix machine, fleet/machine/nix.ts)
+#  it only moves links under
 #  $NIXFLEET_SIM_ROOT and manages no unit; without it, it refuses.
 #  Every run logs "<action> <self>[ units-failed| FAILED exit=N]" to the
 #  journal (tag switch-to-configuration) on a machine, else to
