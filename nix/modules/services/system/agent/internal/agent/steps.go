@@ -193,11 +193,15 @@ func (r *Run) startActivator() error {
 	start := time.Now()
 	self := os.Getpid()
 	for {
-		rec, _ := status.Read(r.P.Push)
+		// The lease before the record: the activator writes its final record, then releases the lease, so a
+		// holder seen gone means the record read after it is final (read the other way round, an activator
+		// that ended between the two reads looked dead).
 		holder := r.leaseFile.Read().Pid
+		alive := lease.Alive(holder)
+		rec, _ := status.Read(r.P.Push)
 		waited := int64(time.Since(start).Seconds())
 		d := decide.Record{Rollout: status.Str(rec.Rollout), Result: rec.Result, Phase: rec.Phase}
-		switch decide.FollowActivator(d, r.Token, holder, self, lease.Alive(holder), waited, 30, bound) {
+		switch decide.FollowActivator(d, r.Token, holder, self, alive, waited, 30, bound) {
 		case decide.FollowArmed:
 			r.progress("")
 			return nil
