@@ -30,7 +30,8 @@ export interface NixMachine {
   run(argv: readonly string[], opts?: RunOptions): Promise<ExecResult>;
   /** `run` that throws with the output on a non-zero exit; returns stdout. */
   must(argv: readonly string[], opts?: RunOptions): Promise<string>;
-  /** A path of the machine (a store path, say) as the deployer reads it. */
+  /** A path of the machine as the deployer reads it (through its PID 1's root: an absolute symlink on the way
+   * resolves on the deployer, so read symlinked store files with `must(["cat", …])`). */
   file(p: string): string;
   /** Shuts the machine down and removes its disk. */
   stop(): Promise<void>;

@@ -16,8 +16,10 @@ import {
 } from "./helpers";
 
 const work = useWorkDir();
-/** A path of the Nix machine (its store) as this process reads it. */
+/** A path of the Nix machine (its store) as this process reads it: no absolute symlink on the way. */
 const inMachine = (p: string) => nixMachine().file(p);
+/** A text file of the Nix machine, read there (a store's absolute symlinks resolve in the machine, not here). */
+const readInMachine = (p: string) => nixMachine().must(["cat", "--", p]);
 const checkout = (spec: HostSpec, fixture = "plain") => writeCheckout(work(), spec, fixture);
 /** Only the AUTO_UPGRADE_* part of an environment: on NixOS the service has more (PATH, HOME, proxy). */
 const settingsOf = (env: Record<string, string>) =>
@@ -412,7 +414,7 @@ describe("nix build of a flake using nixos-lite", () => {
     expect(r.code).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
     expect(out).toMatch(/-nixos-system-h1-nixos-lite$/);
-    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
+    const units = JSON.parse(await readInMachine(join(out, "etc", "systemd", "units.json")));
     expect(Object.keys(units)).toEqual(["services", "timers"]);
     const svc = units.services["auto-upgrade"];
     expect(svc.environment.AUTO_UPGRADE_FLAKE_HOST).toBe("h1");
@@ -440,7 +442,7 @@ describe("nix build of a flake using nixos-lite", () => {
     expect(r.stderr).not.toMatch(/error/);
     expect(r.code).toBe(0);
     const out: string = JSON.parse(r.stdout)[0].outputs.out;
-    const unit = readFileSync(inMachine(join(out, "etc", "systemd", "system", "auto-upgrade.service")), "utf8");
+    const unit = await readInMachine(join(out, "etc", "systemd", "system", "auto-upgrade.service"));
     expect(unit).toContain(`Environment="AUTO_UPGRADE_STATE_DIR=/var/lib/au%%H"\n`);
     expect(readUnitSettings(unit)).toMatchObject({
       AUTO_UPGRADE_BRANCH: "forced",
@@ -462,7 +464,7 @@ describe("nix build of a flake using nixos-lite", () => {
     const ok = await build("h1");
     expect(ok.code).toBe(0);
     const out: string = JSON.parse(ok.stdout)[0].outputs.out;
-    const units = JSON.parse(readFileSync(inMachine(join(out, "etc", "systemd", "units.json")), "utf8"));
+    const units = JSON.parse(await readInMachine(join(out, "etc", "systemd", "units.json")));
     expect(units.services["auto-upgrade"].environment.AUTO_UPGRADE_REMOTE).toBe("from-extra");
   });
 
