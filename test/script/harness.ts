@@ -148,9 +148,12 @@ export const LIVE_PID = 1;
 /** A pid of the machine whose process has ended. */
 export const deadPid = () => Number(inHost(["sh", "-c", "echo $$"]).trim());
 
+let machineBase: string | undefined;
+
 async function ensureMachine(): Promise<void> {
   if (machine) return;
   const base = fs.mkdtempSync("/var/tmp/nixfleet-script-");
+  machineBase = base;
   fs.chmodSync(base, 0o755);
   shared = path.join(base, "share");
   fs.mkdirSync(shared, { mode: 0o755 });
@@ -158,12 +161,18 @@ async function ensureMachine(): Promise<void> {
   await ensureInotify(1);
   machine = m;
   await bootMachine(m);
-  afterAll(async () => {
-    await stopMachine(m);
-    fs.rmSync(base, { recursive: true, force: true });
-    machine = undefined;
-  });
 }
+
+// The file's machine is powered off and removed after its last test (a top-level hook of the file that
+// imports this module).
+afterAll(async () => {
+  const m = machine;
+  const base = machineBase;
+  machine = undefined;
+  machineBase = undefined;
+  if (m) await stopMachine(m);
+  if (base) fs.rmSync(base, { recursive: true, force: true });
+});
 
 // ---- a host: the state one test starts from ----
 

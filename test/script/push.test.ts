@@ -1,6 +1,6 @@
-// Push mode end to end on a local test host (test/script/harness.ts): bootstrap -> push -> detached
-// activator -> confirm. Real bash, nix, git, runuser; fake systemctl/systemd-run/logger and a SIMULATED
-// switch-to-configuration (test/script/flake).
+// Push mode end to end on a booted machine (test/script/harness.ts): bootstrap -> push -> detached
+// activator (a real systemd-run transient unit) -> confirm. Real bash, Nix 2.26, git, runuser, systemd and
+// journald; SIMULATED systems and their switch-to-configuration (test/script/flake).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
