@@ -17,6 +17,7 @@
 // NixOS tools only.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { createHash, randomBytes } from "node:crypto";
@@ -161,6 +162,50 @@ async function ensureMachine(): Promise<void> {
   await ensureInotify(1);
   machine = m;
   await bootMachine(m);
+  seedAgent(m);
+}
+
+/**
+ * The agent in the machine's store before the first test, as a host that built it once has it: built by
+ * this machine's Nix the first time (the derivation the bootstrap and the timer's unit build: the shipped
+ * source through nixos-lite's buildGoModule), its closure kept in ~/.cache/nixfleet/script-agent (keyed
+ * by the source, go.nix and the image) and imported into later machines (`nix-store --import`, as a
+ * substitute would), so each test file's machine does not compile it again.
+ */
+function seedAgent(m: Machine) {
+  const files = agentFiles();
+  const goNix = fs.readFileSync(path.join(REPO, "test/nixos-lite/go.nix"), "utf8");
+  const key = sha256(JSON.stringify([files.map((f) => [f.path, f.content]), goNix, m.image])).slice(0, 32);
+  const cacheDir = path.join(process.env.NIXFLEET_CACHE ?? path.join(os.homedir(), ".cache/nixfleet"), "script-agent");
+  const cached = path.join(cacheDir, `${key}.closure`);
+  const here = path.join(shared!, "agent.closure");
+  const outFile = path.join(cacheDir, `${key}.out`);
+  let out: string;
+  if (fs.existsSync(cached) && fs.existsSync(outFile)) {
+    fs.copyFileSync(cached, here);
+    inHost(["sh", "-c", 'nix-store --import <"$1" >/dev/null', "import", here]);
+    out = fs.readFileSync(outFile, "utf8").trim();
+  } else {
+    const src = path.join(shared!, "agent-src");
+    for (const f of files) {
+      fs.mkdirSync(path.dirname(path.join(src, f.path)), { recursive: true });
+      fs.writeFileSync(path.join(src, f.path), f.content);
+    }
+    fs.writeFileSync(path.join(shared!, "go.nix"), goNix);
+    const expr = '{ src, go }: import (/. + src + "/package.nix") { buildGoModule = import (/. + go) { system = "x86_64-linux"; }; }';
+    out = inHost(["nix", "--extra-experimental-features", "nix-command", "build", "--impure", "--no-link", "--print-out-paths",
+      "--argstr", "src", path.join(src, AGENT_DIR), "--argstr", "go", path.join(shared!, "go.nix"), "--expr", expr]).trim();
+    inHost(["sh", "-c", 'nix-store --export $(nix-store -qR "$1") >"$2"', "export", out, here]);
+    fs.mkdirSync(cacheDir, { recursive: true });
+    const tmp = `${cached}.${process.pid}`;
+    fs.copyFileSync(here, tmp);
+    fs.writeFileSync(`${outFile}.${process.pid}`, `${out}\n`);
+    fs.renameSync(tmp, cached);
+    fs.renameSync(`${outFile}.${process.pid}`, outFile);
+  }
+  fs.rmSync(here, { force: true });
+  inHost(["nix-store", "--add-root", "/nix/var/nix/gcroots/nixfleet-script-agent", "--realise", out]);
+  agentPaths.set(m, path.join(out, "bin/nixfleet-agent"));
 }
 
 // The file's machine is powered off and removed after its last test (a top-level hook of the file that
@@ -311,8 +356,8 @@ export function cleanupHosts() {
     rm -rf ${SIM}/stc-broken ${SIM}/remote-broken
     systemctl daemon-reload; systemctl reset-failed; true`]);
   for (const root of roots.splice(0)) {
-    // The stage of a killed session may still be written to by its processes: those are gone with the units.
-    fs.rmSync(root, { recursive: true, force: true });
+    // A build a test stopped may still be removing its build dir (Nix does that a moment after): retry.
+    fs.rmSync(root, { recursive: true, force: true, maxRetries: 20, retryDelay: 250 });
     cursors.delete(root);
   }
 }
@@ -364,24 +409,12 @@ const agentPaths = new Map<Machine, string>();
 
 /**
  * The agent as the module builds it for the timer: the shipped source (the same bytes a bundle carries, so
- * the same store path the bootstrap builds) through the host flake's buildGoModule, by the machine's Nix.
- * Built once per machine.
+ * the same store path the bootstrap builds) through the host's buildGoModule, by the machine's Nix
+ * (seedAgent, when the machine booted).
  */
-export function agent(h: Host): string {
-  const known = agentPaths.get(machine!);
-  if (known !== undefined) return known;
-  const src = path.join(h.root, "agent-src");
-  for (const f of agentFiles()) {
-    fs.mkdirSync(path.dirname(path.join(src, f.path)), { recursive: true });
-    fs.writeFileSync(path.join(src, f.path), f.content);
-  }
-  const expr = '{ cfg, host, src }: import (/. + src + "/package.nix") { inherit ((builtins.getFlake ("git+file://" + cfg)).nixosConfigurations.${host}.pkgs) buildGoModule; }';
-  const out = inHost(["nix", "--extra-experimental-features", "nix-command flakes", "build", "--impure", "--no-link", "--print-out-paths",
-    "--argstr", "cfg", h.cfg, "--argstr", "host", HOST, "--argstr", "src", path.join(src, AGENT_DIR), "--expr", expr], { env: nixEnv(h) }).trim();
-  // A GC root in the machine, so that the store path outlives the test's directory.
-  inHost(["nix-store", "--add-root", "/nix/var/nix/gcroots/nixfleet-script-agent", "--realise", out]);
-  const p = path.join(out, "bin/nixfleet-agent");
-  agentPaths.set(machine!, p);
+export function agent(_h: Host): string {
+  const p = machine && agentPaths.get(machine);
+  if (p === undefined) throw new Error("no agent: call makeHost first");
   return p;
 }
 

@@ -16,7 +16,7 @@ async function halfActivated() {
   writeHostConfig(h, { version: "2", units: { "slow.service": "sleep 3" } });
   commitAsOwner(h);
   const p = push(h);
-  await waitFor("the health gate", () => present(path.join(h.state, "status.json")) && status(h).phase === "health", 20_000);
+  await waitFor("the health gate", () => present(path.join(h.state, "status.json")) && status(h).phase === "health", 120_000);
   const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(path.join(h.state, "lease"), "utf8"))![1]);
   killInHost(pid, "KILL");
   expect((await p).code).toBe(1);
@@ -111,7 +111,7 @@ describe("file install stopped half way", () => {
     child.stderr!.resume();
     child.stdin!.end(bundle(pushFiles(h)));
     const closed = new Promise((r) => child.on("close", r));
-    await waitFor("the install to stall", () => present(path.join(h.root, "stall/stalled")), 20_000);
+    await waitFor("the install to stall", () => present(path.join(h.root, "stall/stalled")), 120_000);
     process.kill(-child.pid!, "SIGKILL");
     await closed;
 

@@ -65,7 +65,7 @@ describe("lease", () => {
     commitAsOwner(h);
 
     const p = push(h);
-    await waitFor("validate to start", () => present(path.join(h.state, "status.json")) && status(h).phase === "validate", 20_000);
+    await waitFor("validate to start", () => present(path.join(h.state, "status.json")) && status(h).phase === "validate", 120_000);
     const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
     killInHost(pid, "TERM");
     const d = await p;
@@ -74,7 +74,7 @@ describe("lease", () => {
     expect(status(h).message).toMatch(/interrupted .* during validate/);
     expect(present(leaseFile(h.state))).toBe(false);
     // The stage goes with the push; Nix removes its own build dir there a moment after the build is stopped.
-    await waitFor("the stage and Nix's build dir to be removed", () => fs.readdirSync(path.join(h.root, "tmp")).length === 0, 10_000);
+    await waitFor("the stage and Nix's build dir to be removed", () => fs.readdirSync(path.join(h.root, "tmp")).length === 0, 60_000);
     // The build was stopped with it (no orphan nix holding anything), and the next timer run is not blocked.
     const r = await timer(h, { AUTO_UPGRADE_VALIDATE_TIMEOUT: "2" });
     expect(r.stderr).not.toMatch(/skipped/);
@@ -145,12 +145,12 @@ describe("interrupted activation", () => {
     const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
     killInHost(pid, "TERM");
     // It writes its final status, then releases the lease (the other order would let confirm take it for dead).
-    await waitFor("the activator to end", () => status(h).result !== "running" && !present(leaseFile(h.state)), 20_000);
+    await waitFor("the activator to end", () => status(h).result !== "running" && !present(leaseFile(h.state)), 120_000);
     expect(status(h)).toMatchObject({ result: "rolled-back" });
     expect(status(h).message).toMatch(/interrupted .* during awaiting-confirmation/);
     expect(systemState(h)).toEqual(before);
     // The status is rewritten first, then the lease released.
-    await waitFor("the lease to be released", () => !present(leaseFile(h.state)), 10_000);
+    await waitFor("the lease to be released", () => !present(leaseFile(h.state)), 60_000);
     expect((await confirm(h, d.token)).code).toBe(1);
   });
 });
@@ -163,15 +163,15 @@ describe("SSH session gone", () => {
     const child = spawnInHost(["bash", "-c", fs.readFileSync(BOOTSTRAP, "utf8"), "nixfleet-push"], h.env);
     child.stdin!.end(bundle(pushFiles(h)));
     child.stdout!.resume();
-    await waitFor("validate to start", () => present(path.join(h.state, "status.json")) && status(h).phase === "validate", 20_000);
+    await waitFor("validate to start", () => present(path.join(h.state, "status.json")) && status(h).phase === "validate", 120_000);
     // What sshd does when the client is gone: the session's pipes close.
     child.stderr!.destroy();
     child.stdout!.destroy();
     await waitFor("the push to notice (progress line every 15 s)", () => status(h).result === "failed", 40_000);
     expect(status(h).message).toMatch(/interrupted .* during validate/);
     // The status is rewritten first, then the lease released and the stage removed.
-    await waitFor("the lease to be released", () => !present(leaseFile(h.state)), 10_000);
-    await waitFor("the stage to be removed", () => fs.readdirSync(path.join(h.root, "tmp")).length === 0, 10_000);
+    await waitFor("the lease to be released", () => !present(leaseFile(h.state)), 60_000);
+    await waitFor("the stage to be removed", () => fs.readdirSync(path.join(h.root, "tmp")).length === 0, 60_000);
   }, 90_000);
 });
 
@@ -181,7 +181,7 @@ describe("activator killed hard", () => {
     writeHostConfig(h, { version: "2", units: { "slow.service": "sleep 5" } });
     commitAsOwner(h);
     const p = push(h);
-    await waitFor("the health gate", () => present(path.join(h.state, "status.json")) && status(h).phase === "health", 20_000);
+    await waitFor("the health gate", () => present(path.join(h.state, "status.json")) && status(h).phase === "health", 120_000);
     const pid = Number(/pid=(\d+)/.exec(fs.readFileSync(leaseFile(h.state), "utf8"))![1]);
     killInHost(pid, "KILL");
     const d = await p;

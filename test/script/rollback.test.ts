@@ -86,7 +86,7 @@ describe("rollback", () => {
     expect(d.code, d.stderr).toBe(0);
     const armed = Date.now();
     expect(systemState(h).running).toBe(JSON.parse(d.stdout).validatedPath);
-    await waitFor("the rollback", () => status(h).result === "rolled-back", 20_000);
+    await waitFor("the rollback", () => status(h).result === "rolled-back", 120_000);
     console.log(`rollback without confirmation (CONFIRM_TIMEOUT 2 s): ${secs(armed)} after deploy returned`);
     expectRolledBack(h, before, /no confirmation of rollout .* within 2 s/);
     const c = await confirm(h, d.token);

@@ -193,11 +193,15 @@ func (r *Run) startActivator() error {
 	start := time.Now()
 	self := os.Getpid()
 	for {
-		rec, _ := status.Read(r.P.Push)
+		// The lease before the record: the activator writes its final record before it releases the lease,
+		// so a holder gone here has left its final record for the read below (the other order read a
+		// "running" record, then no holder, and took an activator that had just ended for dead).
 		holder := r.leaseFile.Read().Pid
+		alive := lease.Alive(holder)
+		rec, _ := status.Read(r.P.Push)
 		waited := int64(time.Since(start).Seconds())
 		d := decide.Record{Rollout: status.Str(rec.Rollout), Result: rec.Result, Phase: rec.Phase}
-		switch decide.FollowActivator(d, r.Token, holder, self, lease.Alive(holder), waited, 30, bound) {
+		switch decide.FollowActivator(d, r.Token, holder, self, alive, waited, 30, bound) {
 		case decide.FollowArmed:
 			r.progress("")
 			return nil
@@ -277,9 +281,12 @@ func (r *Run) StepConfirm(token string, stdout io.Writer) error {
 	var rec status.Record
 wait:
 	for {
+		// The lease before the record, as in startActivator's loop: a lease released here means the
+		// activator's final record is already written.
+		live := r.leaseFile.Live()
 		rec, _ = status.Read(r.P.Push)
 		d := decide.Record{Rollout: status.Str(rec.Rollout), Result: rec.Result, Phase: rec.Phase}
-		switch decide.ConfirmStep(d, token, r.leaseFile.Live(), int64(time.Since(start).Seconds()), bound) {
+		switch decide.ConfirmStep(d, token, live, int64(time.Since(start).Seconds()), bound) {
 		case decide.ConfirmNotLast:
 			return refused(fmt.Sprintf("=== confirm FAILED: rollout %s is not the host's last rollout (%s); run pulumi up again ===", token, d.Rollout))
 		case decide.ConfirmEnded:
