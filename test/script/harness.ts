@@ -138,8 +138,15 @@ export function run(cmd: string[], env: Record<string, string>, input?: string):
 
 /** Starts a program in the machine (own process group on the deployer: kill(-pid) ends nsenter and it). */
 export function spawnInHost(cmd: string[], env: Record<string, string>, opts: { detached?: boolean } = {}): ChildProcess {
-  return spawn("nsenter", [...enter(env), ...cmd], { stdio: ["pipe", "pipe", "pipe"], detached: opts.detached ?? false, env: { PATH: process.env.PATH ?? MACHINE_PATH } });
+  const detached = opts.detached ?? false;
+  const child = spawn("nsenter", [...enter(env), ...cmd], { stdio: ["pipe", "pipe", "pipe"], detached, env: { PATH: process.env.PATH ?? MACHINE_PATH } });
+  children.add({ child, detached });
+  child.on("exit", () => children.forEach((c) => c.child === child && children.delete(c)));
+  return child;
 }
+
+/** Programs of the machine a test started and has not seen end: cleanupHosts kills what is left of them. */
+const children = new Set<{ child: ChildProcess; detached: boolean }>();
 
 /** Sends a signal to a process of the machine, named by its pid in the machine (what the lease records). */
 export const killInHost = (pid: number, signal: "TERM" | "KILL") => inHost(["kill", "-s", signal, String(pid)]);
@@ -216,7 +223,7 @@ afterAll(async () => {
   machine = undefined;
   machineBase = undefined;
   if (m) await stopMachine(m);
-  if (base) fs.rmSync(base, { recursive: true, force: true });
+  if (base) fs.rmSync(base, { recursive: true, force: true, maxRetries: 20, retryDelay: 250 });
 });
 
 // ---- a host: the state one test starts from ----
@@ -350,6 +357,16 @@ export function hostUnit(h: Host, name: string, cmd: string, opts: { failed?: bo
  * resets failed units and the simulation's records, removes its directory. The machine stays up.
  */
 export function cleanupHosts() {
+  // A test that failed half way may leave a session running (a stalled install, a push it awaited no more).
+  for (const { child, detached } of children) {
+    try {
+      if (detached) process.kill(-child.pid!, "SIGKILL");
+      else child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  children.clear();
   if (!machine || machinePid1(machine) === null) return;
   inHost(["sh", "-c", `systemctl stop 'auto-upgrade-activate-*' 2>/dev/null
     for f in /etc/systemd/system/*.service; do grep -qs '^ExecStart=/bin/bash ${shared}/' "$f" && rm -f "$f"; done
