@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, status, systemState, validated, writeHostConfig, switchLog, present } from "./harness";
+import { agent, cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, status, systemState, validated, writeHostConfig, switchLog, present } from "./harness";
 import { AGENT_PACKAGE } from "../../render/files";
 
 afterEach(cleanupHosts);
@@ -16,6 +16,8 @@ describe("push: deploy + confirm", () => {
     commitAsOwner(h);
     const d = await push(h);
     expect(d.code, d.stderr).toBe(0);
+    // The bootstrap's agent is the store path the timer's unit runs (same source, same buildGoModule).
+    expect(d.stderr).toContain(`nixfleet bootstrap: agent ${path.dirname(path.dirname(agent(h)))} (`);
     const lines = d.stdout.split("\n").filter(Boolean);
     expect(lines).toHaveLength(1);
     const out = JSON.parse(lines[0]);
