@@ -136,7 +136,6 @@ describe("a host is exactly two remote commands", () => {
     expect(d.create).toContain("AUTO_UPGRADE_USER=evie");
     expect(d.create).toContain("AUTO_UPGRADE_CONFIRM_TIMEOUT=30");
     expect(d.create).toContain("AUTO_UPGRADE_HOOKS=chezmoi-pre-update.service");
-    expect(d.create).not.toContain("AUTO_UPGRADE_ROOT");
     expect(d.create.endsWith(` bash -c '# unit-test stand-in for nix/push-bootstrap.sh\nexit 99\n' nixfleet-push`)).toBe(true);
     expect(byName.get("fleet-griefling-deploy")!.inputs.create).toContain("AUTO_UPGRADE_HEALTH_UNITS=nginx.service");
     expect(byName.get("fleet-pi-deploy")!.inputs.create).toMatch(/^sudo -n -- timeout \d+ env /);

@@ -48,8 +48,6 @@ const envValue = (v: unknown) => (Array.isArray(v) ? v.join(" ") : String(v));
  * from `nixfleet:timeouts`, the confirmation window, the lease wait). These are not module options:
  * if the module also writes them into the service, the agent must not compare them (they come
  * from stack config, which the rendered Nix does not carry).
- * `AUTO_UPGRADE_ROOT` is left out on purpose: every host (the simulated fleet's machines too) has its own
- * /run and profile; only test/script, which runs the agent on the deployer (built with tag nixfleet_sim_root), sets it.
  * `retry` > 0 adds `AUTO_UPGRADE_RETRY`, which makes the rollout token `<T>-r<retry>` (see Host).
  */
 export function scriptEnv(host: ResolvedHost, timeouts: Timeouts = DEFAULT_TIMEOUTS, retry = 0): Record<string, string> {

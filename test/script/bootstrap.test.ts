@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { BOOTSTRAP, bundle, cleanupHosts, confirm, makeHost, push, pushFiles, run, sha256, status, type Host } from "./harness";
+import { BOOTSTRAP, bundle, cleanupHosts, confirm, inHost, makeHost, push, pushFiles, run, sha256, status, type Host, present } from "./harness";
 import { agentFiles } from "../../render/files";
 
 afterEach(cleanupHosts);
@@ -20,12 +20,12 @@ function expectRefused(h: Host, r: { code: number | null; stdout: string; stderr
   expect(r.stderr.trim().split("\n")).toHaveLength(1);
   expect(r.stderr).toMatch(reason);
   expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
-  expect(fs.existsSync(path.join(h.state, "status.json"))).toBe(false);
+  expect(present(path.join(h.state, "status.json"))).toBe(false);
 }
 
 describe("push-bootstrap.sh", () => {
   it("a good bundle: builds the staged agent and runs its push; AUTO_UPGRADE_RETRY makes the token <T>-r<N>", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const files = pushFiles(h, [{ path: "roles/form-desktop.nix", content: "{ }\n" }]);
     const r = await push(h, files, { AUTO_UPGRADE_RETRY: "3" });
     expect(r.code, r.stderr).toBe(0);
@@ -36,13 +36,13 @@ describe("push-bootstrap.sh", () => {
   });
 
   it("refuses a file whose content does not match its sha256", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const b = bundle(pushFiles(h, [{ path: "roles/x.nix", content: "{ }\n" }])).replace("\n{ }\n", "\n{ evil = true; }\n");
     expectRefused(h, await bootstrap(h, b), /roles\/x\.nix: sha256 mismatch/);
   });
 
   it("refuses paths that climb out, are absolute or have '.' segments", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     for (const [bad, why] of [["../evil.nix", /not allowed/], ["/etc/evil.nix", /bad file header/], ["roles/./x.nix", /not allowed/], ["a//b", /bad file header/]] as const) {
       const good = bundle(pushFiles(h, [{ path: "roles/x.nix", content: "{ }\n" }]));
       const b = good.replace(/ roles\/x\.nix\n/, ` ${bad}\n`);
@@ -52,7 +52,7 @@ describe("push-bootstrap.sh", () => {
   });
 
   it("refuses a bundle that is not one, is truncated, has trailing data, or has no agent source", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const good = bundle(pushFiles(h));
     expectRefused(h, await bootstrap(h, "hello\n"), /not a nixfleet bundle/);
     expectRefused(h, await bootstrap(h, good.slice(0, good.length - 40)), /ends inside|without its 'end'/);
@@ -64,7 +64,7 @@ describe("push-bootstrap.sh", () => {
 
 describe("JSON", () => {
   it("status.json and the push result line parse with a real JSON parser (message with tool output)", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const r = await push(h);
     expect(JSON.parse(r.stdout)).toMatchObject({ action: "unchanged" });
     expect(typeof status(h).lastRun).toBe("string");
@@ -78,18 +78,20 @@ describe("shellcheck and stock tools", () => {
   });
 
   it("push + confirm work on a PATH of stock NixOS tools only (no jq, no nh, no Debian extras)", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const stock = path.join(h.root, "stock-bin");
     fs.mkdirSync(stock);
-    const pkgs = ["bash", "coreutils", "util-linux", "bsdutils", "findutils", "grep", "sed", "gzip", "git", "nix-bin"];
-    const listed = spawnSync("dpkg", ["-L", ...pkgs], { encoding: "utf8" }).stdout.split("\n");
+    // The machine's programs of these Debian packages (systemd: systemctl, systemd-run; bsdutils: logger).
+    const pkgs = ["bash", "coreutils", "util-linux", "bsdutils", "findutils", "grep", "sed", "gzip", "git", "nix-bin", "systemd"];
+    const listed = inHost(["dpkg", "-L", ...pkgs]).split("\n");
     for (const f of listed.filter((l) => /^\/(usr\/)?s?bin\/[^/]+$/.test(l))) {
       const dest = path.join(stock, path.basename(f));
-      if (!fs.existsSync(dest)) fs.symlinkSync(f, dest);
+      if (!fs.lstatSync(dest, { throwIfNoEntry: false })) fs.symlinkSync(f, dest);
     }
-    for (const f of fs.readdirSync(path.join(h.root, "bin"))) fs.rmSync(path.join(stock, f), { force: true }), fs.symlinkSync(path.join(h.root, "bin", f), path.join(stock, f));
-    expect(fs.existsSync(path.join(stock, "jq"))).toBe(false);
-    expect(fs.existsSync(path.join(stock, "nh"))).toBe(false);
+    // (lstat: the links lead to the machine's files, which the deployer does not have at those paths)
+    expect(fs.lstatSync(path.join(stock, "systemctl"), { throwIfNoEntry: false })).toBeDefined();
+    expect(fs.lstatSync(path.join(stock, "jq"), { throwIfNoEntry: false })).toBeUndefined();
+    expect(fs.lstatSync(path.join(stock, "nh"), { throwIfNoEntry: false })).toBeUndefined();
     const env = { PATH: stock };
     h.env.PATH = stock;
     fs.writeFileSync(path.join(h.cfg, "hosts/malphas/configuration.nix"), '{ version = "2"; }\n');

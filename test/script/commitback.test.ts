@@ -4,7 +4,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, gitAs, makeHost, push, pushFiles, rootOwned, sh, status, systemState, timer, validated, writeAsOwner, writeHostConfig, OWNER } from "./harness";
+import { cleanupHosts, commitAsOwner, confirm, gitAs, makeHost, push, pushFiles, inHost, rootOwned, status, systemState, timer, validated, writeAsOwner, writeHostConfig, OWNER, present } from "./harness";
 
 afterEach(cleanupHosts);
 
@@ -15,8 +15,8 @@ const originHead = (origin: string) => gitAs(origin, "rev-parse", "main");
 /** Another host (a clone of origin) pushes a change of `rel`. */
 function otherHostPushes(h: { root: string; origin: string }, rel: string, content: string) {
   const other = path.join(h.root, "home", "other");
-  if (!fs.existsSync(other)) {
-    sh("runuser", ["-u", OWNER, "--", "env", "HOME=/nonexistent", "git", "clone", "-q", h.origin, other]);
+  if (!present(other)) {
+    inHost(["runuser", "-u", OWNER, "--", "env", "HOME=/nonexistent", "git", "clone", "-q", h.origin, other]);
     gitAs(other, "config", "user.name", "Other");
     gitAs(other, "config", "user.email", "other@example.invalid");
   }
@@ -28,7 +28,7 @@ function otherHostPushes(h: { root: string; origin: string }, rel: string, conte
 
 describe("commit-back", () => {
   it("a commit made while origin is unreachable is pushed by the next run, with nothing new to commit", async () => {
-    const h = makeHost({}, COMMIT);
+    const h = await makeHost({}, COMMIT);
     writeAsOwner(path.join(h.cfg, NOTES), "one\n");
     commitAsOwner(h, "track notes");
     gitAs(h.cfg, "push", "-q", "origin", "main");
@@ -49,7 +49,7 @@ describe("commit-back", () => {
   });
 
   it("a rebase conflict fails confirm loudly, the upgrade stands; still loud on retry; resolved, the retry heals", async () => {
-    const h = makeHost({}, COMMIT);
+    const h = await makeHost({}, COMMIT);
     writeAsOwner(path.join(h.cfg, NOTES), "base\n");
     commitAsOwner(h, "track notes");
     gitAs(h.cfg, "push", "-q", "origin", "main");
@@ -68,7 +68,7 @@ describe("commit-back", () => {
     // The host is on the new system, profile and boot entry too; the checkout is not left mid-rebase.
     const v = validated(h);
     expect(systemState(h)).toEqual({ running: v, profile: v, boot: v });
-    expect(fs.existsSync(path.join(h.cfg, ".git", "rebase-merge"))).toBe(false);
+    expect(present(path.join(h.cfg, ".git", "rebase-merge"))).toBe(false);
     expect(rootOwned(h.cfg)).toEqual([]);
 
     const again = await confirm(h, d.token);
@@ -85,7 +85,7 @@ describe("commit-back", () => {
   });
 
   it("a host's edit of a nixfleet-managed file is never committed back; the user's other edits are", async () => {
-    const h = makeHost({}, COMMIT);
+    const h = await makeHost({}, COMMIT);
     const ROLE = "roles/form-desktop.nix";
     const d = await push(h, pushFiles(h, [{ path: ROLE, content: "{ }\n" }]));
     expect(d.code, d.stderr).toBe(0);

@@ -10,7 +10,7 @@ afterEach(cleanupHosts);
 
 describe("closure diff", () => {
   it("a changed package version shows as `hello: 2.10 → 2.12` in deploy's JSON, status.json and the journal", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     // 64 KiB more: diff-closures prints the size change in ANSI colour, which must not reach anyone.
     writeHostConfig(h, { version: "2", hello: "2.12", helloKiB: 64 });
     commitAsOwner(h);
@@ -42,7 +42,7 @@ describe("closure diff", () => {
   });
 
   it("is bounded: at most 40 lines and 2 KiB, then `… N more`; the journal gets every line", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const short = Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`pkg${String(i).padStart(2, "0")}`, "1.0"]));
     writeHostConfig(h, { version: "1", packages: short });
     commitAsOwner(h);
@@ -67,7 +67,7 @@ describe("closure diff", () => {
   it("is bounded in bytes too: long names are cut off at 2 KiB, each line at 200 bytes on a character boundary", async () => {
     // A Nix store name may have 211 characters: 30 new packages with 194-character names, so each line
     // (over 200 bytes) is cut too, right inside the 3-byte "∅": the cut never splits a UTF-8 character.
-    const h = makeHost();
+    const h = await makeHost();
     writeHostConfig(h, { version: "2", packages: Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`${"x".repeat(192)}${String(i).padStart(2, "0")}`, "3.0"])) });
     commitAsOwner(h);
     const d = await push(h);

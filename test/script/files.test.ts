@@ -4,7 +4,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, confirm, gitAs, HOST, makeHost, push, pushFiles, rootOwned, status, systemState, writeAsOwner } from "./harness";
+import { cleanupHosts, confirm, gitAs, HOST, inHost, makeHost, push, pushFiles, rootOwned, status, systemState, writeAsOwner } from "./harness";
 
 afterEach(cleanupHosts);
 
@@ -12,7 +12,7 @@ const ROLE = "roles/form-desktop.nix";
 
 describe("file install", () => {
   it("refuses a host edit of a file nixfleet wrote, changing nothing; following the advice word for word converges", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const first = await push(h, pushFiles(h, [{ path: ROLE, content: "{ }\n" }]));
     expect(first.code, first.stderr).toBe(0);
     expect(fs.readFileSync(path.join(h.state, "pushed", `${ROLE}.sha256`), "utf8").trim()).toMatch(/^[0-9a-f]{64}$/);
@@ -46,7 +46,7 @@ describe("file install", () => {
   });
 
   it("refuses to overwrite a file nixfleet never wrote", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     writeAsOwner(path.join(h.cfg, ROLE), "# the user's own\n");
     const d = await push(h, pushFiles(h, [{ path: ROLE, content: "{ }\n" }]));
     expect(d.code).toBe(1);
@@ -57,7 +57,7 @@ describe("file install", () => {
 
 describe("settings check against the validated system", () => {
   it("a deploy whose settings differ from the system's unit fails naming the setting and both values; nothing activated", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const before = systemState(h);
     // The user's configuration overrides the branch (what the unit will say); this deploy says main.
     const d = await push(h, pushFiles(h, [], { ...h.env, AUTO_UPGRADE_BRANCH: "stable" }));
@@ -69,17 +69,17 @@ describe("settings check against the validated system", () => {
 
   it("values with %, quotes, backslashes and newlines compare equal after undoing JSON and %% escaping", async () => {
     const weird = 'we%ird "br\\anch"\nx%%y';
-    const h = makeHost({}, { AUTO_UPGRADE_BRANCH: weird });
+    const h = await makeHost({}, { AUTO_UPGRADE_BRANCH: weird });
     const d = await push(h, pushFiles(h, [{ path: "hosts/extra.nix", content: "{ }\n" }]));
     expect(d.code, d.stderr).toBe(0);
     // Same settings as the running system: nothing to activate, but the check ran (it precedes that decision).
     expect(JSON.parse(d.stdout).action).toBe("unchanged");
-    const unit = fs.readFileSync(path.join(JSON.parse(d.stdout).validatedPath, "etc/systemd/system/auto-upgrade.service"), "utf8");
+    const unit = inHost(["cat", path.join(JSON.parse(d.stdout).validatedPath, "etc/systemd/system/auto-upgrade.service")]);
     expect(unit).toContain("%%ird");
   });
 
   it("a system without the auto-upgrade unit fails: is the settings file imported?", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     fs.rmSync(path.join(h.cfg, "hosts", HOST, "nixfleet.nix"));
     gitAs(h.cfg, "rm", "-q", "--cached", `hosts/${HOST}/nixfleet.nix`);
     const files = pushFiles(h).filter((f) => !f.path.endsWith("nixfleet.nix"));

@@ -1,21 +1,23 @@
-// Push mode end to end on a local test host (test/script/harness.ts): bootstrap -> push -> detached
-// activator -> confirm. Real bash, nix, git, runuser; fake systemctl/systemd-run/logger and a SIMULATED
-// switch-to-configuration (test/script/flake).
+// Push mode end to end on a booted machine (test/script/harness.ts): bootstrap -> push -> detached
+// activator (a real systemd-run transient unit) -> confirm. Real bash, Nix 2.26, git, runuser, systemd and
+// journald; SIMULATED systems and their switch-to-configuration (test/script/flake).
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, status, systemState, validated, writeHostConfig } from "./harness";
+import { agent, cleanupHosts, commitAsOwner, confirm, golden, journal, makeHost, push, rootOwned, status, systemState, validated, writeHostConfig, switchLog, present } from "./harness";
 import { AGENT_PACKAGE } from "../../render/files";
 
 afterEach(cleanupHosts);
 
 describe("push: deploy + confirm", () => {
   it("installs the files, validates, arms the activator, and confirm makes the profile and boot entry follow", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     writeHostConfig(h, { version: "2" });
     commitAsOwner(h);
     const d = await push(h);
     expect(d.code, d.stderr).toBe(0);
+    // The bootstrap's agent is the store path the timer's unit runs (same source, same buildGoModule).
+    expect(d.stderr).toContain(`nixfleet bootstrap: agent ${path.dirname(path.dirname(agent(h)))} (`);
     const lines = d.stdout.split("\n").filter(Boolean);
     expect(lines).toHaveLength(1);
     const out = JSON.parse(lines[0]);
@@ -37,18 +39,18 @@ describe("push: deploy + confirm", () => {
     expect(fs.statSync(path.join(h.cfg, AGENT_PACKAGE)).mode & 0o777).toBe(0o644);
     expect(rootOwned(h.cfg)).toEqual([]);
     expect(fs.readdirSync(path.join(h.root, "tmp"))).toEqual([]);
-    expect(fs.existsSync(path.join(h.state, "lease"))).toBe(false);
+    expect(present(path.join(h.state, "lease"))).toBe(false);
     expect(journal(h)).toMatch(/Activation PASSED/);
   });
 
   it("a second push of the same configuration is 'unchanged' and activates nothing", async () => {
-    const h = makeHost();
+    const h = await makeHost();
     const d = await push(h);
     expect(d.code, d.stderr).toBe(0);
     expect(JSON.parse(d.stdout)).toMatchObject({ action: "unchanged", validatedPath: h.initial, diff: "" });
     const c = await confirm(h, d.token);
     expect(c.code, c.stderr).toBe(0);
     expect(JSON.parse(c.stdout)).toMatchObject({ result: "success", rollout: d.token });
-    expect(fs.readFileSync(path.join(h.root, "switch.log"), "utf8").trim().split("\n")).toHaveLength(1); // only the setup's switch
+    expect(switchLog(h)).toEqual([]); // no switch since the setup's
   });
 });

@@ -5,13 +5,16 @@
 #   etc/systemd/system/auto-upgrade.service   `Environment=` lines exactly as NixOS writes them
 #                                 (builtins.toJSON "NAME=VALUE", `%` doubled) from hosts/<h>/nixfleet.nix
 #   kernel initrd kernel-modules  links to files named after the kernel version (needsReboot)
-#   units/<name>                  the units this system defines (a shell command each), for the fake systemctl
+#   units/<name>                  the units this system defines: real systemd unit files (Type=oneshot, the
+#                                 configured shell command run by bash from a store file), which
+#                                 switch-to-configuration links into the machine's systemd
 #   faults                        what the host's configuration breaks (read by switch-to-configuration)
 #   sw/<name>                     packages in the system's closure: derivations named <name>-<version>
 #                                 (what `nix store diff-closures` compares by name and version): hello
 #                                 (helloKiB KiB of padding, so its size changes too) and `packages`
-# nixosConfigurations.<host>.pkgs.buildGoModule: a SIMULATED buildGoModule over the deployer's Go (see there),
-# with which nix/push-bootstrap.sh builds the agent.
+# nixosConfigurations.<host>.pkgs.buildGoModule: nixos-lite's SIMULATED buildGoModule over the machine's Go
+# (test/nixos-lite/go.nix), with which nix/push-bootstrap.sh builds the agent as it does on any host.
+# Built and activated on a booted fleet machine (test/script/harness.ts): real systemd, real paths.
 # hosts/<h>/configuration.nix is an attrset: { version ? "1"; kernel ? "6.1"; failActivation ? false; failBoot ? false;
 # activationMessage ? ""; failUnits ? []; lateFailUnits ? []; units ? {}; buildSleep ? 0; hello ? "2.10"; helloKiB ? 0;
 # packages ? {}; breakRemote ? ""; }
@@ -39,7 +42,15 @@
           pkgs = { hello = package "hello" c.hello c.helloKiB; } // builtins.mapAttrs (n: v: package n v 0) c.packages;
           pkgPairs = builtins.concatStringsSep " " (map (n: "${n}=${pkgs.${n}}") (builtins.attrNames pkgs));
           kpart = what: builtins.toFile "${what}-${c.kernel}" c.kernel;
-          unitPairs = builtins.concatStringsSep " " (map (n: "${n}=${builtins.toFile "unit-${n}" c.units.${n}}") (builtins.attrNames c.units));
+          # A real unit: the command runs from a store file (no quoting of it into ExecStart=).
+          unitFile = n: builtins.toFile "unit-${n}" ''
+            [Unit]
+            Description=script test unit ${n}
+            [Service]
+            Type=oneshot
+            ExecStart=/bin/bash ${builtins.toFile "unit-${n}.sh" c.units.${n}}
+          '';
+          unitPairs = builtins.concatStringsSep " " (map (n: "${n}=${unitFile n}") (builtins.attrNames c.units));
           faults = builtins.toFile "faults" (cat [
             "failActivation ${if c.failActivation then "1" else "0"}\n"
             "failBoot ${if c.failBoot then "1" else "0"}\n"
@@ -78,9 +89,8 @@
             for p in $unitPairs; do /bin/cp "''${p#*=}" "$out/units/''${p%%=*}"; done
           '' ];
         };
-      # SIMULATED nixpkgs.buildGoModule over the deployer's Go: nixos-lite's (copied here by the harness), with
-      # the tag that makes this test host's agent read AUTO_UPGRADE_ROOT (the real build never does).
-      buildGoModule = args: import ./build-go-module.nix { system = "x86_64-linux"; } (args // { tags = (args.tags or [ ]) ++ [ "nixfleet_sim_root" ]; });
+      # SIMULATED nixpkgs.buildGoModule: nixos-lite's (copied here by the harness), the build every host does.
+      buildGoModule = import ./build-go-module.nix { system = "x86_64-linux"; };
     in {
       nixosConfigurations = builtins.listToAttrs (map (n: { name = n; value = { config.system.build.toplevel = system n; pkgs = { inherit buildGoModule; }; }; }) names);
     };

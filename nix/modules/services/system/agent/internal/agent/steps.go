@@ -281,9 +281,12 @@ func (r *Run) StepConfirm(token string, stdout io.Writer) error {
 	var rec status.Record
 wait:
 	for {
+		// The lease before the record, as in startActivator's loop: a lease released here means the
+		// activator's final record is already written.
+		live := r.leaseFile.Live()
 		rec, _ = status.Read(r.P.Push)
 		d := decide.Record{Rollout: status.Str(rec.Rollout), Result: rec.Result, Phase: rec.Phase}
-		switch decide.ConfirmStep(d, token, r.leaseFile.Live(), int64(time.Since(start).Seconds()), bound) {
+		switch decide.ConfirmStep(d, token, live, int64(time.Since(start).Seconds()), bound) {
 		case decide.ConfirmNotLast:
 			return refused(fmt.Sprintf("=== confirm FAILED: rollout %s is not the host's last rollout (%s); run pulumi up again ===", token, d.Rollout))
 		case decide.ConfirmEnded:

@@ -47,10 +47,6 @@ type Settings struct {
 	Hooks           []string
 	RequiredHooks   []string
 	HealthUnits     []string
-	// Root prefixes /run/current-system, /run/booted-system and /nix/var/nix/profiles/system.
-	// SIMULATION ONLY: always empty in the real build (root.go); the simulation's build reads
-	// AUTO_UPGRADE_ROOT (root_sim.go).
-	Root string
 }
 
 // Default values, as the module and docs/rollout.md §3 state them.
@@ -132,7 +128,6 @@ func Parse(lookup func(string) (string, bool)) (*Settings, error) {
 		Remote:     get("AUTO_UPGRADE_REMOTE"),
 		Branch:     get("AUTO_UPGRADE_BRANCH"),
 		StateDir:   get("AUTO_UPGRADE_STATE_DIR"),
-		Root:       simRoot(lookup),
 	}
 	if s.ConfigPath == "" {
 		errs = append(errs, "AUTO_UPGRADE_CONFIG_PATH is required (the absolute path of the nix-config checkout)")
@@ -159,9 +154,6 @@ func Parse(lookup func(string) (string, bool)) (*Settings, error) {
 	s.Commit = boolean("AUTO_UPGRADE_COMMIT")
 	s.HealthCheck = boolean("AUTO_UPGRADE_HEALTH_CHECK")
 	abs("AUTO_UPGRADE_STATE_DIR", s.StateDir)
-	if s.Root != "" {
-		abs("AUTO_UPGRADE_ROOT", s.Root)
-	}
 	s.HealthTimeout = seconds("AUTO_UPGRADE_HEALTH_TIMEOUT")
 	s.ConfirmTimeout = seconds("AUTO_UPGRADE_CONFIRM_TIMEOUT")
 	s.LeaseWait = seconds("AUTO_UPGRADE_LEASE_WAIT")
@@ -201,13 +193,13 @@ type Paths struct {
 	Warnings, Pushed, Agent              string
 }
 
-// Paths of this host (Root is empty on real hosts).
+// Paths of this host: the real ones (the simulated fleet's machines have them too).
 func (s *Settings) Paths() Paths {
 	d := s.StateDir
 	return Paths{
-		Current:   s.Root + "/run/current-system",
-		Booted:    s.Root + "/run/booted-system",
-		Profile:   s.Root + "/nix/var/nix/profiles/system",
+		Current:   "/run/current-system",
+		Booted:    "/run/booted-system",
+		Profile:   "/nix/var/nix/profiles/system",
 		Status:    d + "/status.json",
 		Push:      d + "/push.json",
 		Lease:     d + "/lease",

@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 	if got := *s; strings.Join(got.Hooks, "") != "" || got.ConfigPath != want.ConfigPath || got.Remote != want.Remote || got.Branch != want.Branch ||
 		got.Validate != want.Validate || got.Commit || got.StateDir != want.StateDir || got.HealthCheck != want.HealthCheck ||
 		got.HealthTimeout != 120 || got.ConfirmTimeout != 30 || got.LeaseWait != 120 || got.HooksTimeout != 900 ||
-		got.ValidateTimeout != 3600 || got.SwitchTimeout != 600 || got.CommitTimeout != 300 || got.Root != "" {
+		got.ValidateTimeout != 3600 || got.SwitchTimeout != 600 || got.CommitTimeout != 300 {
 		t.Fatalf("defaults: got %+v", got)
 	}
 	p := s.Paths()
