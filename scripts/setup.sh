@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-# Debian packages: real Nix (nix-bin), the ssh client and keys, shellcheck, git, jq; the simulated fleet's
-# machines: mmdebstrap (their image) and systemd-container (systemd-nspawn), iptables (partitions).
-apt_packages=(nix-bin openssh-server shellcheck git jq iptables mmdebstrap systemd-container)
+# Debian packages: the ssh client and keys, shellcheck, git, jq; the simulated fleet's machines: mmdebstrap
+# (their image, which brings Nix 2.26: nothing runs the deployer's own Nix) and systemd-container
+# (systemd-nspawn), iptables (partitions).
+apt_packages=(openssh-server shellcheck git jq iptables mmdebstrap systemd-container)
 missing=()
-for tool in nix-instantiate:nix-bin sshd:openssh-server shellcheck:shellcheck git:git jq:jq iptables:iptables \
+for tool in sshd:openssh-server shellcheck:shellcheck git:git jq:jq iptables:iptables \
   mmdebstrap:mmdebstrap systemd-nspawn:systemd-container; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool#*:}")
 done
