@@ -199,6 +199,7 @@ type Paths struct {
 	Status, Push, Lease, Lock, Validated string
 	Golden, Previous, Diff, Confirm      string
 	Warnings, Pushed, Agent              string
+	Pending, Rejected                    string
 }
 
 // Paths of this host (Root is empty on real hosts).
@@ -220,5 +221,7 @@ func (s *Settings) Paths() Paths {
 		Warnings:  d + "/warnings",
 		Pushed:    d + "/pushed",
 		Agent:     d + "/agent",
+		Pending:   d + "/pending",
+		Rejected:  d + "/rejected",
 	}
 }
