@@ -76,6 +76,9 @@ func (r *Run) recordPending(stage string, rels []string) error {
 	if err := os.RemoveAll(r.P.Pending); err != nil {
 		return r.fail("cannot clear %s: %v", r.P.Pending, err)
 	}
+	if err := os.MkdirAll(r.P.Pending, 0o755); err != nil {
+		return r.fail("cannot create %s (nothing was changed): %v", r.P.Pending, err)
+	}
 	rec := pendingRecord{Rollout: r.Token}
 	for _, rel := range rels {
 		want, err := fileSha(filepath.Join(stage, rel))
