@@ -90,10 +90,10 @@ describe("a rejected push is gone", () => {
       expect(await systemState(h)).toEqual(before[i].state);
       // The checkout is exactly the confirmed one: index entries and working tree.
       expect(await checkout(h)).toEqual(before[i].checkout);
-      expect(await holding(h, '"13min"')).toEqual(none);
+      expect(await holding(h, 'mkDefault "13min"')).toEqual(none);
       // The rejected files are where the message says.
       const role = h.role === "desktop" ? "roles/form-desktop.nix" : "roles/form-server.nix";
-      expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, role)), "utf8")).toContain('"13min"');
+      expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, role)), "utf8")).toContain('mkDefault "13min"');
       before[i].activated = (await activations(h)).length;
     }
 
@@ -105,7 +105,7 @@ describe("a rejected push is gone", () => {
       expect(run.status).toMatchObject({ mode: "timer", result: "success" });
       expect(await systemState(h)).toEqual(before[i].state);
       expect((await activations(h)).length).toBe(before[i].activated);
-      expect(await holding(h, '"13min"')).toEqual(none);
+      expect(await holding(h, 'mkDefault "13min"')).toEqual(none);
       expect((await sshExec(t.fleet, h, "true", { timeoutMs: 10_000 })).code).toBe(0);
       console.log(`${h.name}: after the rollback, the timer run kept ${before[i].state.running} (activations: ${before[i].activated} before, ${(await activations(h)).length} after)`);
     }
@@ -116,7 +116,7 @@ describe("a rejected push is gone", () => {
     for (const [i, h] of hosts.entries()) {
       await expectConverged(h);
       expect((await systemState(h)).running).not.toBe(before[i].state.running);
-      expect((await holding(h, '"13min"')).worktree).not.toBe("");
+      expect((await holding(h, 'mkDefault "13min"')).worktree).not.toBe("");
     }
   });
 
@@ -137,15 +137,15 @@ describe("a rejected push is gone", () => {
     expect(status.rejectedFiles).toBe(path.join(h.stateDir, "rejected", status.rollout));
     expect(status.message).toContain(`the rejected ones kept in ${status.rejectedFiles}`);
     expect(await checkout(h)).toEqual(before.checkout);
-    expect(await holding(h, '"21min"')).toEqual(none);
-    expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, "roles/form-server.nix")), "utf8")).toContain('"21min"');
+    expect(await holding(h, 'mkDefault "21min"')).toEqual(none);
+    expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, "roles/form-server.nix")), "utf8")).toContain('mkDefault "21min"');
 
     const run = await timerRun(h);
     expect(run.code).toBe(0);
     expect(run.status).toMatchObject({ mode: "timer", result: "success" });
     expect(await systemState(h)).toEqual(before.state);
     expect((await activations(h)).length).toBe(before.activated);
-    expect(await holding(h, '"21min"')).toEqual(none);
+    expect(await holding(h, 'mkDefault "21min"')).toEqual(none);
 
     await restore();
     await t.stack.up({ continueOnError: true });
