@@ -128,7 +128,7 @@ describe("a rejected push is gone", () => {
     await expectConverged(h);
     const before = { state: await systemState(h), checkout: await checkout(h), activated: (await activations(h)).length };
 
-    await t.setConfig(withHosts(withRoles(t.config, { randomizedDelaySec: "21min" }), ["griefling"], { healthTimeout: 99 }));
+    await t.setConfig(withHosts(t.config, ["griefling"], { healthTimeout: 99, randomizedDelaySec: "21min" }));
     const err = await t.stack.up({ continueOnError: true }).then(() => null, (e: Error) => e);
     expect(err?.message).toMatch(/griefling-deploy/);
     expect(err?.message).toMatch(/settings differ/);
@@ -137,15 +137,15 @@ describe("a rejected push is gone", () => {
     expect(status.rejectedFiles).toBe(path.join(h.stateDir, "rejected", status.rollout));
     expect(status.message).toContain(`the rejected ones kept in ${status.rejectedFiles}`);
     expect(await checkout(h)).toEqual(before.checkout);
-    expect(await holding(h, 'mkDefault "21min"')).toEqual(none);
-    expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, "roles/form-server.nix")), "utf8")).toContain('mkDefault "21min"');
+    expect(await holding(h, '"21min"')).toEqual(none);
+    expect(await fs.readFile(hostPath(h, path.join(status.rejectedFiles, "hosts/griefling/nixfleet.nix")), "utf8")).toContain('"21min"');
 
     const run = await timerRun(h);
     expect(run.code).toBe(0);
     expect(run.status).toMatchObject({ mode: "timer", result: "success" });
     expect(await systemState(h)).toEqual(before.state);
     expect((await activations(h)).length).toBe(before.activated);
-    expect(await holding(h, 'mkDefault "21min"')).toEqual(none);
+    expect(await holding(h, '"21min"')).toEqual(none);
 
     await restore();
     await t.stack.up({ continueOnError: true });
