@@ -102,6 +102,76 @@ func TestRejectedPushPutsFilesBack(t *testing.T) {
 	}
 }
 
+// A later run finds the record of a push that never ended (its activator was killed): the push stands only
+// if the host runs its system as the profile too; otherwise its files go back.
+func TestRecoverPendingAfterAKilledActivator(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("no git")
+	}
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name             string
+		running, profile string
+		restored         bool
+	}{
+		{"settled back to the old system: files go back", "old", "old", true},
+		{"confirmed and the profile moved: the push stands", "new", "new", false},
+		{"running the new system, profile never moved: files go back", "new", "old", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir, state, stage, root := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
+			systems := map[string]string{"old": filepath.Join(root, "sys-old"), "new": filepath.Join(root, "sys-new")}
+			for _, p := range systems {
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for link, to := range map[string]string{"run/current-system": systems[c.running], "nix/var/nix/profiles/system": systems[c.profile]} {
+				if err := os.MkdirAll(filepath.Dir(filepath.Join(root, link)), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(to, filepath.Join(root, link)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if out, err := exec.Command("git", "init", "-q", dir).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if err := os.WriteFile(filepath.Join(stage, "f.nix"), []byte("pushed\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := &settings.Settings{ConfigPath: dir, StateDir: state, CommitTimeout: 30, Root: root}
+			r := &Run{S: s, P: s.Paths(), Mode: "push", Token: "fedcba9876543210", owner: me.Username, me: me.Username, git: []string{"git", "-C", dir}}
+			r.ctx, r.cancel = context.WithCancelCause(context.Background())
+			if err := r.installFiles(stage); err != nil {
+				t.Fatal(err)
+			}
+			r.sys = systems["new"]
+			if err := r.notePendingSystem(); err != nil {
+				t.Fatal(err)
+			}
+			// The activator is killed here; a later run (another process) recovers.
+			later := &Run{S: s, P: s.Paths(), Mode: "timer", owner: me.Username, me: me.Username, git: []string{"git", "-C", dir}}
+			later.ctx, later.cancel = context.WithCancelCause(context.Background())
+			if err := later.recoverPending(); err != nil {
+				t.Fatal(err)
+			}
+			if exists(s.Paths().Pending) {
+				t.Fatal("the record outlived its decision")
+			}
+			if got := exists(filepath.Join(dir, "f.nix")); got == c.restored {
+				t.Fatalf("f.nix present %v, want restored %v", got, c.restored)
+			}
+			if got := exists(filepath.Join(state, "rejected", r.Token, "f.nix")); got != c.restored {
+				t.Fatalf("rejected copy present %v, want %v", got, c.restored)
+			}
+		})
+	}
+}
+
 func mustSha(t *testing.T, p string) string {
 	s, err := fileSha(p)
 	if err != nil {
