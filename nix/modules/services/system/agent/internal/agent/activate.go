@@ -64,8 +64,9 @@ func (r *Run) rollback(why string) error {
 	if !decide.KeepPreviousRecord(r.prev, reactivated) {
 		_ = os.Remove(r.P.Previous)
 	}
-	r.log(fmt.Sprintf("=== ROLLED BACK (%s); profile and boot entry untouched ===", how))
-	r.writeStatus("rolled-back", fmt.Sprintf("ROLLED BACK: %s (%s; profile and boot entry untouched)", why, how))
+	note := r.endPush(decide.OutcomeRolledBack)
+	r.log(fmt.Sprintf("=== ROLLED BACK (%s); profile and boot entry untouched%s ===", how, note))
+	r.writeStatus("rolled-back", fmt.Sprintf("ROLLED BACK: %s (%s; profile and boot entry untouched)%s", why, how, note))
 	r.final = true
 	r.releaseLease()
 	return &Error{Phase: r.Phase, Kind: RolledBack, Why: why, Reported: true}

@@ -221,6 +221,7 @@ func (r *Run) unstageHostEdits() error {
 
 // finishCommit runs commit-back and writes the run's final record.
 func (r *Run) finishCommit() error {
+	r.acceptPush()
 	why, err := r.commitBack()
 	if err != nil {
 		return err

@@ -96,6 +96,9 @@ func (r *Run) installFiles(stage string) error {
 		return r.fail("refusing to overwrite: %s; nothing was changed. To keep your version beside it and take nixfleet's, run: %s and run pulumi up again",
 			strings.Join(conflicts, ", "), strings.Join(advice, " && "))
 	}
+	if err := r.recordPending(stage, rels); err != nil {
+		return err
+	}
 	for _, rel := range rels {
 		if err := r.installOne(stage, rel); err != nil {
 			return err

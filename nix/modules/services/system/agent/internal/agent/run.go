@@ -46,6 +46,9 @@ type Run struct {
 	git         []string
 	remoteOK    bool // the timer's fetch reached the remote
 	stage       string
+	armed       bool   // push: the activator was (being) started; it, or a later run, settles the files
+	mustFinish  bool   // tools run to their end even when the run is being stopped (putting files back)
+	rejected    string // where this run kept a rejected push's files
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -158,6 +161,7 @@ func (r *Run) writeStatus(result, msg string) {
 		GoldenPath:    status.OrNull(link(r.P.Golden)),
 		NeedsReboot:   r.needsReboot,
 		Warnings:      r.warnings,
+		RejectedFiles: status.OrNull(r.rejected),
 	}
 	// At most 10 warnings: confirm prints this record as one line (the provider hangs on 64 KiB).
 	if len(rec.Warnings) > 10 {
@@ -214,6 +218,9 @@ func (r *Run) must(bound int, argv ...string) tool.Result {
 }
 
 func (r *Run) run(ctx context.Context, s tool.Spec) (tool.Result, error) {
+	if r.mustFinish {
+		ctx = context.Background()
+	}
 	res, err := tool.Run(ctx, s)
 	if err != nil {
 		return res, r.interrupted()
@@ -309,8 +316,13 @@ func (r *Run) Finish(err error) int {
 	if errors.As(err, &e) && !e.Reported {
 		switch e.Kind {
 		case Failed:
-			r.log(fmt.Sprintf("=== %s FAILED: %s ===", e.Phase, e.Why))
-			r.writeStatus("failed", e.Error())
+			o := decide.OutcomeFailed
+			if r.armed {
+				o = decide.OutcomeUnsettled
+			}
+			note := r.endPush(o)
+			r.log(fmt.Sprintf("=== %s FAILED: %s%s ===", e.Phase, e.Why, note))
+			r.writeStatus("failed", e.Error()+note)
 			r.final = true
 		case Interrupted:
 			r.onInterrupt(e)
@@ -342,14 +354,19 @@ func (r *Run) onInterrupt(e *Error) {
 	case decide.InterruptSettle:
 		how, settled, ok := r.settle()
 		if ok && settled == "old" {
-			r.log(fmt.Sprintf("=== interrupted during %s: ROLLED BACK (%s) ===", e.Phase, how))
-			r.writeStatus("rolled-back", fmt.Sprintf("ROLLED BACK: interrupted (exit %d) during %s (%s; profile and boot entry untouched)", e.Code, e.Phase, how))
+			note := r.endPush(decide.OutcomeInterrupted)
+			r.log(fmt.Sprintf("=== interrupted during %s: ROLLED BACK (%s)%s ===", e.Phase, how, note))
+			r.writeStatus("rolled-back", fmt.Sprintf("ROLLED BACK: interrupted (exit %d) during %s (%s; profile and boot entry untouched)%s", e.Code, e.Phase, how, note))
 		} else {
 			r.log(fmt.Sprintf("=== interrupted during %s: %s ===", e.Phase, how))
 			r.writeStatus("failed", fmt.Sprintf("interrupted (exit %d) during %s: %s", e.Code, e.Phase, how))
 		}
 	case decide.InterruptMarkFailed:
-		r.writeStatus("failed", e.Error())
+		note := ""
+		if !r.armed {
+			note = r.endPush(decide.OutcomeInterrupted)
+		}
+		r.writeStatus("failed", e.Error()+note)
 	}
 	r.final = true
 }

@@ -33,7 +33,7 @@ func (r *Run) StepRun() error {
 		r.log(fmt.Sprintf("auto-upgrade: skipped: a rollout holds the lease (%s); nothing changed", r.leaseFile.Raw()))
 		return nil
 	}
-	for _, phase := range []func() error{r.resolveOwner, r.recoverInterrupted, r.checkHooksRan, r.pull, r.validate} {
+	for _, phase := range []func() error{r.resolveOwner, r.recoverInterrupted, r.recoverPending, r.checkHooksRan, r.pull, r.validate} {
 		if err := phase(); err != nil {
 			return err
 		}
@@ -73,7 +73,7 @@ func (r *Run) StepPush(stage string, stdout io.Writer) error {
 	if err := r.rootAgent(); err != nil {
 		return err
 	}
-	for _, phase := range []func() error{r.resolveOwner, r.recoverInterrupted, func() error { return r.installFiles(stage) }, r.startHooks, r.validate, r.checkSettings} {
+	for _, phase := range []func() error{r.resolveOwner, r.recoverInterrupted, r.recoverPending, func() error { return r.installFiles(stage) }, r.startHooks, r.validate, r.notePendingSystem, r.checkSettings} {
 		if err := phase(); err != nil {
 			return err
 		}
@@ -181,6 +181,7 @@ func (r *Run) startActivator() error {
 	}
 	r.Phase = PhaseActivate
 	r.writeStatus("running", "starting the activator")
+	r.armed = true
 	res, err := r.tool(60, args...)
 	if err != nil {
 		return err

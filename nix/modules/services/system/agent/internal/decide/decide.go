@@ -275,3 +275,35 @@ func ConfirmStep(r Record, token string, leaseLive bool, waited, bound int64) Co
 func RetryCommit(r Record, token string) bool {
 	return r.Rollout == token && r.Result == "failed" && r.Phase == "commit"
 }
+
+// Outcome is how a push (its deploy session or its activator) ended, for the files it installed.
+type Outcome int
+
+const (
+	OutcomeConfirmed    Outcome = iota // activation passed: confirmed, profile and boot entry set
+	OutcomeUnchanged                   // the validated system already ran: nothing to activate, nothing to confirm
+	OutcomeCommitFailed                // the upgrade stands; only commit-back failed
+	OutcomeRolledBack                  // test, gate, confirmation or boot entry failed: the old system runs again
+	OutcomeFailed                      // a phase failed before anything was activated (hooks, build, settings check)
+	OutcomeInterrupted                 // a signal stopped the run and it settled on the old system
+	OutcomeUnsettled                   // the run ended without knowing the host's side (an activator it lost): leave it to the next run
+)
+
+// RestoreFiles: the files of a push that was not confirmed go back to the last confirmed state, so the
+// host's timer (which builds the checkout) never activates what was rejected. A confirmed or unchanged push,
+// or one whose commit-back alone failed, keeps them; an unsettled one is left for the next run to decide.
+func RestoreFiles(o Outcome) bool {
+	switch o {
+	case OutcomeRolledBack, OutcomeFailed, OutcomeInterrupted:
+		return true
+	}
+	return false
+}
+
+// PendingAccepted: a later run finds the file record of a push that never ended (its activator was killed,
+// the power went). After settling, the push stands only if the host runs its system as the profile too
+// (it was confirmed and the profile moved); otherwise its files are restored. No recorded system (stopped
+// before its build finished) never stands.
+func PendingAccepted(system, running, profile string) bool {
+	return system != "" && running == system && profile == system
+}

@@ -255,3 +255,43 @@ func TestRetryCommit(t *testing.T) {
 		}
 	}
 }
+
+func TestRestoreFiles(t *testing.T) {
+	cases := []struct {
+		o    Outcome
+		want bool
+	}{
+		{OutcomeConfirmed, false},
+		{OutcomeUnchanged, false},
+		{OutcomeCommitFailed, false},
+		{OutcomeRolledBack, true},
+		{OutcomeFailed, true},
+		{OutcomeInterrupted, true},
+		{OutcomeUnsettled, false},
+	}
+	for _, c := range cases {
+		if got := RestoreFiles(c.o); got != c.want {
+			t.Errorf("RestoreFiles(%d) = %v, want %v", c.o, got, c.want)
+		}
+	}
+}
+
+func TestPendingAccepted(t *testing.T) {
+	cases := []struct {
+		name                     string
+		system, running, profile string
+		want                     bool
+	}{
+		{"confirmed, profile moved, boot entry settled", "/new", "/new", "/new", true},
+		{"killed before the profile moved: settled back to old", "/new", "/old", "/old", false},
+		{"killed after test, before settling (running new, profile old)", "/new", "/new", "/old", false},
+		{"killed during the build: no system recorded", "", "/old", "/old", false},
+		{"killed during the build of a system equal to the running one", "", "/new", "/new", false},
+		{"profile on it but another system runs", "/new", "/old", "/new", false},
+	}
+	for _, c := range cases {
+		if got := PendingAccepted(c.system, c.running, c.profile); got != c.want {
+			t.Errorf("%s: PendingAccepted = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -191,6 +191,7 @@ type Paths struct {
 	Status, Push, Lease, Lock, Validated string
 	Golden, Previous, Diff, Confirm      string
 	Warnings, Pushed, Agent              string
+	Pending, Rejected                    string
 }
 
 // Paths of this host: the real ones (the simulated fleet's machines have them too).
@@ -212,5 +213,7 @@ func (s *Settings) Paths() Paths {
 		Warnings:  d + "/warnings",
 		Pushed:    d + "/pushed",
 		Agent:     d + "/agent",
+		Pending:   d + "/pending",
+		Rejected:  d + "/rejected",
 	}
 }

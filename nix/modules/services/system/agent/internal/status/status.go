@@ -27,6 +27,7 @@ type Record struct {
 	NeedsReboot   *bool    `json:"needsReboot"`
 	ClosureDiff   *string  `json:"closureDiff"`
 	Warnings      []string `json:"warnings"`
+	RejectedFiles *string  `json:"rejectedFiles"` // where a rejected push's files are kept (docs/rollout.md)
 }
 
 // OrNull is nil for "", else a pointer to s.

@@ -42,7 +42,7 @@ func TestFieldsOrderNullsAndMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(a)
-	want := `{"host":"h","mode":null,"rollout":null,"lastRun":"","step":"run","phase":"done","result":"success","message":"","validatedPath":null,"runningSystem":null,"profileSystem":null,"bootedSystem":null,"goldenPath":null,"needsReboot":null,"closureDiff":null,"warnings":[]}` + "\n"
+	want := `{"host":"h","mode":null,"rollout":null,"lastRun":"","step":"run","phase":"done","result":"success","message":"","validatedPath":null,"runningSystem":null,"profileSystem":null,"bootedSystem":null,"goldenPath":null,"needsReboot":null,"closureDiff":null,"warnings":[],"rejectedFiles":null}` + "\n"
 	if string(got) != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
