@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"time"
 
 	"nixfleet/agent/internal/decide"
 	"nixfleet/agent/internal/tool"
@@ -213,6 +215,7 @@ func (r *Run) restorePending(rec pendingRecord) string {
 	}
 	_ = os.RemoveAll(r.P.Pending)
 	r.rejected = kept
+	pruneRejected(r.P.Rejected, keepRejected)
 	r.log(fmt.Sprintf("=== rollout %s: %d files put back to the last confirmed state; the rejected ones are kept in %s ===", rec.Rollout, restored, kept))
 	return fmt.Sprintf("; its files are back to the last confirmed state, the rejected ones kept in %s", kept)
 }
@@ -277,4 +280,30 @@ func (r *Run) recoverPending() error {
 	}
 	r.warn(fmt.Sprintf("rollout %s never ended and was not confirmed%s", rec.Rollout, note))
 	return nil
+}
+
+// keepRejected: how many rejected rollouts' files a host keeps for inspection (each is about one bundle).
+const keepRejected = 5
+
+// pruneRejected removes all but the newest `keep` rollout directories under dir, so rejections on a host
+// that is never looked at do not fill its disk. Best effort: what cannot be removed stays.
+func pruneRejected(dir string, keep int) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	type kept struct {
+		path string
+		mod  time.Time
+	}
+	var dirs []kept
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && e.IsDir() {
+			dirs = append(dirs, kept{filepath.Join(dir, e.Name()), info.ModTime()})
+		}
+	}
+	sort.Slice(dirs, func(i, j int) bool { return dirs[i].mod.After(dirs[j].mod) })
+	for i := keep; i < len(dirs); i++ {
+		_ = os.RemoveAll(dirs[i].path)
+	}
 }

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"nixfleet/agent/internal/settings"
 )
@@ -143,8 +145,10 @@ func TestRecoverPendingAfterAKilledActivator(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(stage, "f.nix"), []byte("pushed\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			s := &settings.Settings{ConfigPath: dir, StateDir: state, CommitTimeout: 30, Root: root}
+			s := &settings.Settings{ConfigPath: dir, StateDir: state, CommitTimeout: 30}
 			r := &Run{S: s, P: s.Paths(), Mode: "push", Token: "fedcba9876543210", owner: me.Username, me: me.Username, git: []string{"git", "-C", dir}}
+			// The host's running system and profile, under this test's own root.
+			r.P.Current, r.P.Profile = filepath.Join(root, "run/current-system"), filepath.Join(root, "nix/var/nix/profiles/system")
 			r.ctx, r.cancel = context.WithCancelCause(context.Background())
 			if err := r.installFiles(stage); err != nil {
 				t.Fatal(err)
@@ -154,7 +158,7 @@ func TestRecoverPendingAfterAKilledActivator(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The activator is killed here; a later run (another process) recovers.
-			later := &Run{S: s, P: s.Paths(), Mode: "timer", owner: me.Username, me: me.Username, git: []string{"git", "-C", dir}}
+			later := &Run{S: s, P: r.P, Mode: "timer", owner: me.Username, me: me.Username, git: []string{"git", "-C", dir}}
 			later.ctx, later.cancel = context.WithCancelCause(context.Background())
 			if err := later.recoverPending(); err != nil {
 				t.Fatal(err)
@@ -186,4 +190,27 @@ func mustRead(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestPruneRejectedKeepsTheNewest(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	for i := 0; i < 8; i++ {
+		d := filepath.Join(dir, fmt.Sprintf("r%d", i))
+		if err := os.MkdirAll(filepath.Join(d, "roles"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(d, now, now.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneRejected(dir, 5)
+	entries, _ := os.ReadDir(dir)
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if strings.Join(left, " ") != "r3 r4 r5 r6 r7" {
+		t.Fatalf("left %v, want the 5 newest (r3..r7)", left)
+	}
 }
