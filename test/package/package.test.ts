@@ -219,7 +219,7 @@ describe("healing without plumbing (newest SDK)", () => {
     const status = path.join(host.stateDir, "status.json");
     const link = path.join(host.stateDir, "agent");
     const watch = `until grep -q 'switch-to-configuration test' ${status}; do sleep 0.1; done; ln -sfn /run/heal-fault-not-an-agent ${link}`;
-    await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then systemd-run --unit=heal-fault-watch --collect -- sh -c \\"${watch}\\"; fi"; };`);
+    await editHostConfig(host, `  systemd.services.heal-fault = { serviceConfig.Type = "oneshot"; script = "if [ -e ${marker} ]; then systemd-run --unit=heal-fault-watch --collect -- /bin/sh -c \\"${watch}\\"; fi"; };`);
     const preUpdateHooks = ["chezmoi-pre-update.service", "heal-fault.service"];
     // First the hook itself must be on the host: a rollout that activates it (a missing hook only warns).
     const armed = await program(p, { stack: "newest", confirmTimeout: 11, preUpdateHooks });

@@ -139,6 +139,13 @@ func (r *Run) rootAgent() error {
 		return r.fail("the agent runs from %s, not from the Nix store: push mode runs the agent nix/push-bootstrap.sh built", self)
 	}
 	storePath := "/nix/store/" + strings.SplitN(rest, "/", 2)[0]
+	// Nix refuses to replace a root that does not point into the store ("already exists"): a link of the
+	// state dir altered or left half-written is nixfleet's own, so it goes first, or no push could heal it.
+	if t, err := os.Readlink(r.P.Agent); err == nil && !strings.HasPrefix(t, "/nix/store/") {
+		if err := os.Remove(r.P.Agent); err != nil {
+			return r.fail("cannot replace %s (it points to %s, not the Nix store): %v", r.P.Agent, t, err)
+		}
+	}
 	res, err := r.tool(r.S.SwitchTimeout, "nix-store", "--realise", storePath, "--add-root", r.P.Agent, "--indirect")
 	if err != nil {
 		return err
