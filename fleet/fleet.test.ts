@@ -21,6 +21,7 @@ import {
   type FleetHost,
   type SimFleet,
 } from "./fleet";
+import { rebootMachine } from "./machine/machine";
 
 const OWNER = "evie";
 const HOSTS = [
@@ -231,6 +232,21 @@ describe("reboots and power cuts", () => {
     expect(await where(pi)).toEqual(before);
     const r = await ssh(pi, "cat /var/lib/power-cut-marker; systemctl is-active long-sleep.service || true");
     expect(r.stdout.trim().split("\n")).toEqual(["kept", "inactive"]);
+  });
+
+  it("a system whose default unit exists nowhere does not boot (systemd ends in maintenance mode, no sshd); its entry set back from the console boots again", async () => {
+    const before = await where(pi);
+    const broken = await buildWith(pi, '{ systemd.defaultUnit = "nixfleet-no-such.target"; }');
+    expect((await ssh(pi, `${q(broken)}/bin/switch-to-configuration boot`)).code).toBe(0);
+    const booted = await rebootMachine(pi.machine, { timeoutMs: 30_000 }).then(() => "booted", (e: Error) => e.message);
+    expect(booted).toMatch(/did not finish booting/);
+    const state = await hostExec(pi, ["sh", "-c", "systemctl is-system-running; systemctl is-active sshd.service; readlink /run/booted-system"]);
+    expect(state.stdout.trim().split("\n")).toEqual(["maintenance", "inactive", broken]);
+    expect((await sshExec(fleet, pi, "true", { timeoutMs: 5_000 })).code).not.toBe(0);
+
+    expect((await hostExec(pi, [`${before.boot}/bin/switch-to-configuration`, "boot"])).code).toBe(0);
+    await rebootHost(fleet, pi);
+    expect(await where(pi)).toEqual(before);
   });
 
   it("memory per machine (printed)", () => {

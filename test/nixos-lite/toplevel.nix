@@ -156,7 +156,12 @@ let
     };
 
   # `name=store path` per unit (names are checked unit names, store paths have no spaces).
-  unitLinks = map (u: "${u.name}=${textFile "unit-${u.name}" u.text}") unitFiles;
+  # default.target: as NixOS links it to systemd.defaultUnit; the unit is this system's or, like
+  # multi-user.target, the machine's own (Debian's /lib/systemd/system stands for systemd's package).
+  defaultUnit = checkName config.systemd.defaultUnit;
+  defaultLink = lib.optional (defaultUnit != "multi-user.target")
+    "default.target=${if builtins.any (u: u.name == defaultUnit) unitFiles then defaultUnit else "/lib/systemd/system/${defaultUnit}"}";
+  unitLinks = map (u: "${u.name}=${textFile "unit-${u.name}" u.text}") unitFiles ++ defaultLink;
   wantsLinks = builtins.concatLists (map (u: map (t: "${checkName t}.wants/${u.name}") u.wantedBy) unitFiles);
 
   units = jsonable { services = config.systemd.services; timers = config.systemd.timers; };
@@ -251,6 +256,11 @@ in
       type = types.bool;
       default = true;
       description = "SIMULATED: whether this system runs the host's sshd. `false`: switching to it stops sshd and kills its sessions.";
+    };
+    systemd.defaultUnit = mkOption {
+      type = types.str;
+      default = "multi-user.target";
+      description = "Default unit started when the system boots (default.target), as on NixOS. A unit that exists nowhere makes the boot fail: systemd falls back to its rescue or emergency target, with no sshd.";
     };
     system.activationScripts = mkOption {
       type = types.attrsOf types.unspecified;
