@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"nixfleet/agent/internal/decide"
@@ -56,13 +58,54 @@ func (r *Run) writePending(rec pendingRecord) error {
 	return os.Rename(tmp, r.pendingManifest())
 }
 
-// copyFile copies src to dst (root, inside the state dir), keeping src's permission bits.
+// copyFile copies src to dst, both inside the state dir (root's own), keeping src's permission bits.
 func copyFile(src, dst string) error {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return err
 	}
 	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, fi.Mode().Perm())
+}
+
+// copyFromCheckout copies the checkout's file rel to dst (root, inside the state dir). The checkout is the
+// user's: root opens each component of rel with O_NOFOLLOW from the checkout's own directory and takes only
+// a regular file, so a file or directory swapped for a symlink (say to a root-only file) is refused rather
+// than copied, and later put back into the checkout for the user to read.
+func (r *Run) copyFromCheckout(rel, dst string) error {
+	fd, err := syscall.Open(r.S.ConfigPath, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", r.S.ConfigPath, err)
+	}
+	parts := strings.Split(rel, "/")
+	for i, part := range parts {
+		flags := syscall.O_RDONLY | syscall.O_NOFOLLOW | syscall.O_CLOEXEC
+		if i < len(parts)-1 {
+			flags |= syscall.O_DIRECTORY
+		}
+		next, err := syscall.Openat(fd, part, flags, 0)
+		syscall.Close(fd)
+		if err != nil {
+			return fmt.Errorf("%s: not a regular file or directory reached without symlinks (%w)", strings.Join(parts[:i+1], "/"), err)
+		}
+		fd = next
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", rel)
+	}
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return err
 	}
@@ -90,7 +133,7 @@ func (r *Run) recordPending(stage string, rels []string) error {
 		f := pendingFile{Rel: rel, Written: want}
 		dest := filepath.Join(r.S.ConfigPath, rel)
 		if exists(dest) {
-			if err := copyFile(dest, filepath.Join(r.P.Pending, "before", rel)); err != nil {
+			if err := r.copyFromCheckout(rel, filepath.Join(r.P.Pending, "before", rel)); err != nil {
 				return r.fail("cannot keep the current %s before installing (nothing was changed): %v", rel, err)
 			}
 			f.Existed = true
@@ -179,7 +222,7 @@ func (r *Run) restorePending(rec pendingRecord) string {
 			userEdits = append(userEdits, f.Rel)
 			continue
 		}
-		if err := copyFile(dest, filepath.Join(kept, f.Rel)); err != nil {
+		if err := r.copyFromCheckout(f.Rel, filepath.Join(kept, f.Rel)); err != nil {
 			problems = append(problems, fmt.Sprintf("keeping %s: %v", f.Rel, err))
 			continue
 		}

@@ -214,3 +214,39 @@ func TestPruneRejectedKeepsTheNewest(t *testing.T) {
 		t.Fatalf("left %v, want the 5 newest (r3..r7)", left)
 	}
 }
+
+// Root copies the user's checkout files only as regular files reached without symlinks: a file or a
+// directory swapped for a link (here to a secret outside the checkout) is refused, never copied.
+func TestCopyFromCheckoutRefusesSymlinks(t *testing.T) {
+	cfg, outside, state := t.TempDir(), t.TempDir(), t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	for p, text := range map[string]string{secret: "secret\n", filepath.Join(cfg, "roles", "ok.nix"): "ok\n"} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(secret, filepath.Join(cfg, "roles", "link.nix")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(cfg, "hosts")); err != nil {
+		t.Fatal(err)
+	}
+	r := &Run{S: &settings.Settings{ConfigPath: cfg}}
+	if err := r.copyFromCheckout("roles/ok.nix", filepath.Join(state, "ok")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(state, "ok")); string(b) != "ok\n" {
+		t.Fatalf("copied %q", b)
+	}
+	for _, rel := range []string{"roles/link.nix", "hosts/secret"} {
+		if err := r.copyFromCheckout(rel, filepath.Join(state, "x")); err == nil {
+			t.Errorf("%s: copied through a symlink", rel)
+		}
+	}
+	if exists(filepath.Join(state, "x")) {
+		t.Fatal("a refused copy wrote its destination")
+	}
+}
